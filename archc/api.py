@@ -1,0 +1,171 @@
+"""The Python API: compile a spec into a module, or build it with timings for the CLI."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from archc.backend import get_backend
+from archc.errors import ArchcError, WeightsError
+from archc.frontend import MAX_NODES, elaborate, load
+from archc.frontend.loader import looks_like_path
+from archc.ir import Graph
+from archc.passes import DEFAULT_PIPELINE, PassManager
+
+
+@dataclass
+class Build:
+    """Everything one compilation produced.
+
+    Attributes:
+        graph: the IR after the passes.
+        module: the lowered module (None when lowering was skipped).
+        timings_ms: milliseconds per phase: parse, elaborate, passes, lower.
+        passes: the PassManager, with per-pass records and dumps.
+        origin: how the spec was named.
+    """
+
+    graph: Graph
+    module: Any
+    timings_ms: dict[str, float]
+    passes: PassManager
+    origin: str
+    backend: str = "torch"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _origin(spec: str | os.PathLike) -> str:
+    return os.fspath(spec) if looks_like_path(spec) else "<spec>"
+
+
+def build(
+    spec: str | os.PathLike,
+    *,
+    backend: str = "torch",
+    overrides: Mapping[str, Any] | None = None,
+    passes: list[str] | None = None,
+    dump_after: list[str] | None = None,
+    lower: bool = True,
+    max_nodes: int = MAX_NODES,
+) -> Build:
+    """Parse, elaborate, run passes and (optionally) lower a spec, timing each phase.
+
+    Args:
+        spec: a `.arch` path or `.arch` text.
+        backend: an installed backend name.
+        overrides: net parameter values, like `--set`.
+        passes: the pass pipeline (default: `archc.passes.DEFAULT_PIPELINE`).
+        dump_after: passes after which to keep a text dump of the IR.
+        lower: False stops after the passes (no torch import).
+        max_nodes: refuse specs that expand past this many nodes.
+
+    Returns:
+        A Build.
+
+    Raises:
+        ArchcError: anything wrong with the spec, overrides, passes or backend.
+    """
+    t0 = time.perf_counter()
+    program = load(spec)
+    t1 = time.perf_counter()
+    graph = elaborate(program, overrides, max_nodes=max_nodes)
+    graph.lint()
+    t2 = time.perf_counter()
+    pm = PassManager(list(DEFAULT_PIPELINE if passes is None else passes), list(dump_after or []))
+    pm.run(graph)
+    t3 = time.perf_counter()
+    module = None
+    origin = _origin(spec)
+    if lower:
+        module = get_backend(backend).lower(graph, origin=os.path.basename(origin))
+    t4 = time.perf_counter()
+    timings = {"parse": t1 - t0, "elaborate": t2 - t1, "passes": t3 - t2, "lower": t4 - t3}
+    return Build(graph, module, {k: v * 1e3 for k, v in timings.items()}, pm, origin, backend)
+
+
+def load_weights(module: Any, weights: Any) -> None:
+    """Load a state_dict or checkpoint file into `module` with strict=True.
+
+    Args:
+        module: the compiled module.
+        weights: a state_dict, or a path to a `.safetensors` file or a torch file
+            (read with `weights_only=True`; a dict holding `state_dict` or `model` is unwrapped).
+
+    Raises:
+        WeightsError: the file is missing or unreadable, or its keys or shapes do not match.
+    """
+    import torch
+
+    state = weights
+    if isinstance(weights, (str, os.PathLike)):
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"weights file not found: {path}")
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path))
+            else:
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # any unreadable checkpoint is the user's file, not our bug
+            raise WeightsError(f"cannot read weights {path}: {exc}") from None
+        if isinstance(state, dict):
+            for key in ("state_dict", "model"):
+                if isinstance(state.get(key), dict):
+                    state = state[key]
+                    break
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"weights must be a state_dict or a checkpoint path, got {type(weights).__name__}")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(
+                f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}"
+            )
+        raise WeightsError("weights do not match the network: " + "; ".join(parts))
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise WeightsError(
+                f"weights do not match the network: '{key}' has shape {tuple(tensor.shape)}, "
+                f"the network needs {tuple(own[key].shape)}"
+            )
+    module.load_state_dict(state, strict=True)
+
+
+def compile(
+    spec: str | os.PathLike,
+    *,
+    backend: str = "torch",
+    overrides: Mapping[str, Any] | None = None,
+    weights: Any = None,
+) -> Any:
+    """Compile a spec into a trainable `torch.nn.Module`.
+
+    Args:
+        spec: a `.arch` path or `.arch` text.
+        backend: an installed backend name ("torch" by default).
+        overrides: net parameter values, like `--set key=value` (strings or values).
+        weights: a state_dict or a checkpoint path, loaded with strict=True.
+
+    Returns:
+        The module, freshly initialised unless `weights` is given.
+
+    Raises:
+        ArchcError: anything wrong with the spec, the overrides, the backend or the weights.
+    """
+    module = build(spec, backend=backend, overrides=overrides).module
+    if weights is not None:
+        load_weights(module, weights)
+    return module
+
+
+__all__ = ["ArchcError", "Build", "build", "compile", "load_weights"]

@@ -1,0 +1,174 @@
+"""The `archc` command line. Spec errors print with their location and exit with status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from archc.errors import ArchcError
+
+EXIT_SPEC_ERROR = 2
+
+
+def _fail(err: ArchcError) -> None:
+    click.echo(err.render(), err=True)
+    sys.exit(EXIT_SPEC_ERROR)
+
+
+def _parse_sets(items: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _fmt_shape(shape: list[int] | tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _summary(b: Any) -> dict[str, Any]:
+    g = b.graph
+    return {
+        "name": g.name,
+        "spec": b.origin,
+        "backend": b.backend,
+        "params": g.params(),
+        "macs": g.macs(),
+        "nodes": len(g),
+        "input_shape": list(g.input.shape),
+        "output_shape": list(g.output.shape),
+        "stages": g.stages(),
+        "net_params": g.meta.get("params", {}),
+        "passes": [{"name": r.name, "changes": r.changes, "ms": round(r.ms, 3)} for r in b.passes.records],
+        "timings_ms": {k: round(v, 3) for k, v in b.timings_ms.items()},
+    }
+
+
+def _print_table(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{s['name']}  ({s['spec']})", title_justify="left")
+    table.add_column("stage")
+    table.add_column("output", justify="right")
+    table.add_column("params", justify="right")
+    table.add_column("mult-adds", justify="right")
+    table.add_row("input", _fmt_shape(s["input_shape"]), "", "")
+    for row in s["stages"]:
+        table.add_row(row["name"], _fmt_shape(row["output_shape"]), f"{row['params']:,}", f"{row['macs']:,}")
+    table.add_section()
+    table.add_row(
+        "total",
+        _fmt_shape(s["output_shape"]),
+        f"{s['params']:,}",
+        f"{s['macs']:,} ({s['macs'] / 1e9:.2f}e9)",
+        style="bold",
+    )
+    console.print(table)
+    t = s["timings_ms"]
+    phases = "  ".join(f"{k} {v:.1f} ms" for k, v in t.items())
+    console.print(f"{s['nodes']} nodes, backend {s['backend']}; {phases}; total {sum(t.values()):.1f} ms")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="archc")
+def main() -> None:
+    """archc: compile .arch network specs into PyTorch modules.
+
+    \b
+    Examples:
+      archc build specs/resnet152.arch
+      archc build specs/resnet34.arch --set shortcut=A --json
+      archc build my_block.arch -o out/ --init
+    """
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Write IR dump and source here.")
+@click.option("--init", "write_init", is_flag=True, help="With -o: also write freshly initialised weights.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --init weights.")
+@click.option("--backend", default="torch", show_default=True, help="Backend plugin to lower with.")
+@click.option("--passes", default=None, help="Comma-separated pass pipeline (default: the standard one).")
+@click.option("--dump-after", "dump_after", multiple=True, metavar="PASS", help="Print the IR after PASS.")
+def build(
+    spec: Path,
+    sets: tuple[str, ...],
+    as_json: bool,
+    out: Path | None,
+    write_init: bool,
+    seed: int,
+    backend: str,
+    passes: str | None,
+    dump_after: tuple[str, ...],
+) -> None:
+    """Parse, check and lower SPEC; print per-stage shapes, params and multiply-adds.
+
+    \b
+    Examples:
+      archc build specs/resnet50.arch --set stride_in_1x1=false
+      archc build specs/cifar/resnet110.arch --json
+      archc build specs/resnet18.arch -o out/ --init
+    """
+    from archc.api import build as do_build
+
+    if write_init and out is None:
+        raise click.UsageError("--init writes weights into the -o directory; give -o DIR")
+    try:
+        if write_init:
+            import torch
+
+            torch.manual_seed(seed)  # before lowering, so the initial weights are reproducible
+        pipeline = None if passes is None else [p.strip() for p in passes.split(",") if p.strip()]
+        b = do_build(spec, backend=backend, overrides=_parse_sets(sets), passes=pipeline, dump_after=list(dump_after))
+        summary = _summary(b)
+        if out is not None:
+            summary["files"] = _write_outputs(b, out, write_init, seed)
+    except ArchcError as err:
+        _fail(err)
+        return
+    for name, text in b.passes.dumps.items():
+        click.echo(f"# IR after {name}\n{text}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        _print_table(summary)
+        for f in summary.get("files", []):
+            click.echo(f"wrote {f}")
+
+
+def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
+    from archc.backend import get_backend
+
+    out.mkdir(parents=True, exist_ok=True)
+    g = b.graph
+    files = []
+    ir_path = out / f"{g.name}.ir.json"
+    ir_path.write_text(g.dump_json())
+    files.append(str(ir_path))
+    src_path = out / f"{g.name}.py"
+    src_path.write_text(get_backend(b.backend).source(g, origin=os.path.basename(b.origin)))
+    files.append(str(src_path))
+    if write_init:
+        from safetensors.torch import save_file
+
+        w_path = out / f"{g.name}.safetensors"
+        state = {k: v.contiguous() for k, v in b.module.state_dict().items()}
+        save_file(state, str(w_path), metadata={"archc_net": g.name, "seed": str(seed)})
+        files.append(str(w_path))
+    return files
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""User-facing errors: every mistake in a spec is an ArchcError with a location."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Source:
+    """The text of one spec file, kept so that errors can quote a line.
+
+    Args:
+        path: how the file is shown in messages (as the user named it).
+        text: the file's contents.
+    """
+
+    path: str
+    text: str = field(repr=False)
+    _lines: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    def line(self, lineno: int) -> str:
+        """Return line `lineno` (1-based) without its newline, or "" if out of range."""
+        if not self._lines:
+            self._lines.extend(self.text.splitlines())
+        if 1 <= lineno <= len(self._lines):
+            return self._lines[lineno - 1]
+        return ""
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A position in a spec: file, 1-based line and column, and a span width."""
+
+    source: Source
+    line: int
+    col: int
+    width: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.source.path}:{self.line}:{self.col}"
+
+    def __repr__(self) -> str:
+        return f"Loc({self})"
+
+
+class ArchcError(Exception):
+    """An error the user can fix; printed with its location, source line and hint.
+
+    Args:
+        message: what is wrong, one sentence.
+        loc: where; None only for errors that concern no spec text (a missing file).
+        hint: what to do about it.
+        notes: extra lines, e.g. the chain of block calls that led here.
+    """
+
+    kind = "error"
+
+    def __init__(
+        self,
+        message: str,
+        loc: Loc | None = None,
+        hint: str | None = None,
+        notes: Iterable[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.loc = loc
+        self.hint = hint
+        self.notes = list(notes)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def render(self) -> str:
+        """Format as `file:line:col: error: message`, the source line, a caret and the hint."""
+        head = f"{self.loc}: " if self.loc else ""
+        out = [f"{head}error: {self.message}"]
+        if self.loc is not None:
+            text = self.loc.source.line(self.loc.line)
+            if text:
+                gutter = f"{self.loc.line:>5} | "
+                out.append(gutter + text.rstrip("\n"))
+                # keep tabs so the caret lines up under tab-indented source
+                pad = "".join(c if c == "\t" else " " for c in text[: self.loc.col - 1])
+                width = max(1, min(self.loc.width, max(1, len(text) - self.loc.col + 1)))
+                out.append(" " * (len(gutter) - 2) + "| " + pad + "^" * width)
+        for note in self.notes:
+            out.append(f"note: {note}")
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return "\n".join(out)
+
+
+class SpecSyntaxError(ArchcError):
+    """The spec text does not follow the grammar."""
+
+
+class UnknownNameError(ArchcError):
+    """An unknown block, layer, parameter or variable name."""
+
+
+class ArgumentError(ArchcError):
+    """A value of the wrong type, or a missing/duplicate argument."""
+
+
+class UseError(ArchcError):
+    """A `use` that names no file, or an import cycle."""
+
+
+class ShapeError(ArchcError):
+    """Shapes that do not fit: an add of different shapes, a vanishing feature map."""
+
+
+class LimitError(ArchcError):
+    """A spec that would expand past the compiler's size bounds."""
+
+
+class WeightsError(ArchcError):
+    """A checkpoint that cannot be loaded into the compiled module."""
+
+
+class BackendError(ArchcError):
+    """An unknown or broken backend plugin."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """Return "did you mean 'x'?" for the closest candidate, or None."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+class RecursiveBlockError(ArchcError):
+    """A block that calls itself, directly or through other blocks."""

@@ -1,0 +1,430 @@
+"""Elaborate a Program into the graph IR: bind arguments, expand blocks and repeats, infer shapes.
+
+Every tensor has a known shape as soon as it is created, so shape mistakes are reported
+at the statement that makes them, before any tensor exists.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from archc.errors import (
+    ArchcError,
+    ArgumentError,
+    LimitError,
+    Loc,
+    RecursiveBlockError,
+    ShapeError,
+    UnknownNameError,
+    did_you_mean,
+)
+from archc.frontend import ast
+from archc.frontend.loader import Program
+from archc.frontend.parser import body_labels
+from archc.frontend.values import Evaluator, Symbol, Value, parse_value, same_type, type_name
+from archc.ir import LAYERS, OPS, Graph, OpProblem
+from archc.ir.ops import MAX_DIM, REQUIRED, describe
+
+MAX_NODES = 100_000
+MAX_REPEAT = 1_000_000
+MAX_CALL_DEPTH = 200
+
+
+@dataclass
+class _Namespace:
+    """The names taken under one module path (e.g. `layer1.0.`)."""
+
+    prefix: str
+    labels: set[str]
+    used: dict[str, Loc | None] = field(default_factory=dict)
+
+    def take(self, label: str | None, op: str, loc: Loc) -> str:
+        """Reserve a local name: the label, or `op`, `op_1`, ... avoiding every label."""
+        if label is not None:
+            if label in self.used:
+                first = self.used[label]
+                raise UnknownNameError(
+                    f"duplicate layer name '{self.prefix}{label}'",
+                    loc,
+                    notes=[f"first used at {first}"] if first else [],
+                    hint="names become module names and must be unique within a block; rename one",
+                )
+            self.used[label] = loc
+            return label
+        name, k = op, 0
+        while name in self.used or name in self.labels:
+            k += 1
+            name = f"{op}_{k}"
+        self.used[name] = None
+        return name
+
+
+@dataclass
+class _Scope:
+    ns: _Namespace
+    env: dict[str, Value]
+    input: str  # the tensor `add` adds back: the block's / iteration's input
+
+
+class Elaborator:
+    """Turn a Program into a Graph.
+
+    Args:
+        program: the loaded spec.
+        max_nodes: refuse specs that expand past this many graph nodes.
+    """
+
+    def __init__(self, program: Program, max_nodes: int = MAX_NODES) -> None:
+        self.program = program
+        self.max_nodes = max_nodes
+        self.ev = Evaluator(program.symbols)
+        self.graph = Graph(program.net.name)
+        self.cur = ""
+        self.stack: list[str] = []
+        self._locs: dict[int, str] = {}
+
+    # --- entry
+    def run(self, overrides: Mapping[str, Any] | None = None) -> Graph:
+        """Elaborate the net with `overrides` applied to its parameters.
+
+        Raises:
+            ArchcError: any mistake in the spec or the overrides.
+        """
+        net = self.program.net
+        env = self._net_env(net, overrides or {})
+        ns = _Namespace("", set(net.labels))
+        stmts = list(net.body)
+        first = next((s for s in stmts if not isinstance(s, ast.If)), None)
+        if not isinstance(first, ast.Input):
+            raise ArgumentError(
+                f"net '{net.name}' must start with its input shape",
+                net.loc if first is None else first.loc,
+                hint="begin the net with e.g. `input 3x224x224`",
+            )
+        shape = self._input_shape(first, env)
+        self.cur = self.graph.add_node("input", "input", (), {"shape": shape}, shape, loc=self._loc(first.loc)).name
+        ns.used["input"] = first.loc
+        scope = _Scope(ns, env, self.cur)
+        try:
+            self._body(stmts[stmts.index(first) + 1 :], scope)
+        except RecursionError:
+            raise LimitError(
+                "the spec nests blocks too deeply",
+                net.loc,
+                hint=f"keep block calls under {MAX_CALL_DEPTH} deep",
+            ) from None
+        self.graph.outputs = [self.cur]
+        self.graph.meta = {"params": {k: describe(v) for k, v in sorted(env.items())}}
+        return self.graph
+
+    def _net_env(self, net: ast.Net, overrides: Mapping[str, Any]) -> dict[str, Value]:
+        env: dict[str, Value] = {}
+        for p in net.params:
+            if p.default is None:
+                raise ArgumentError(
+                    f"net parameter '{p.name}' has no default",
+                    p.loc,
+                    hint="every net parameter needs a default; `--set` changes it",
+                )
+            env[p.name] = self.ev.eval(p.default, {})
+        for key, raw in overrides.items():
+            if key not in env:
+                raise UnknownNameError(
+                    f"net '{net.name}' has no parameter '{key}' (from --set)",
+                    net.loc,
+                    hint=did_you_mean(key, env) or f"its parameters: {', '.join(env) or 'none'}",
+                )
+            value = parse_value(raw) if isinstance(raw, str) else raw
+            if isinstance(value, Symbol) and value not in self.program.symbols:
+                raise UnknownNameError(
+                    f"--set {key}={raw}: unknown value '{value}'",
+                    net.loc,
+                    hint=did_you_mean(value, self.program.symbols)
+                    or f"known names: {', '.join(sorted(self.program.symbols))}",
+                )
+            if value is None or not same_type(value, env[key]):
+                raise ArgumentError(
+                    f"--set {key}={raw}: expected {type_name(env[key])} like its default {describe(env[key])}",
+                    net.loc,
+                )
+            env[key] = value
+        return env
+
+    def _input_shape(self, stmt: ast.Input, env: dict[str, Value]) -> tuple[int, ...]:
+        v = self.ev.eval(stmt.shape, env)
+        shape = (v,) if isinstance(v, int) and not isinstance(v, bool) else v
+        if not isinstance(shape, tuple) or len(shape) not in (1, 3) or min(shape) < 1 or max(shape) > MAX_DIM:
+            raise ArgumentError(
+                f"input shape must be CxHxW (or a feature count), got {describe(v)}",
+                stmt.shape.loc,
+                hint="e.g. `input 3x224x224`",
+            )
+        return shape
+
+    # --- statements
+    def _loc(self, loc: Loc) -> str:
+        key = id(loc.source)
+        rel = self._locs.get(key)
+        if rel is None:
+            path = loc.source.path
+            rel = path if path.startswith("<") else os.path.relpath(os.path.realpath(path), self.program.root)
+            self._locs[key] = rel
+        return f"{rel}:{loc.line}:{loc.col}"
+
+    def _body(self, stmts: list[ast.Stmt] | tuple[ast.Stmt, ...], scope: _Scope) -> None:
+        for s in stmts:
+            t = type(s)
+            if t is ast.Call:
+                self._call(s, scope)
+            elif t is ast.Add:
+                self._add(s, scope)
+            elif t is ast.Repeat:
+                self._repeat(s, scope)
+            elif t is ast.If:
+                self._if(s, scope)
+            else:
+                raise ArgumentError(
+                    "`input` may appear only once, at the start of a net",
+                    s.loc,
+                    hint="blocks take the shape of whatever they are applied to",
+                )
+
+    def _if(self, s: ast.If, scope: _Scope) -> None:
+        for test, body in s.branches:
+            if test is None:
+                self._body(body, scope)
+                return
+            v = self.ev.eval(test, scope.env)
+            if not isinstance(v, bool):
+                raise ArgumentError(f"'if' needs true/false, got {type_name(v)}", test.loc, hint="e.g. `if stride != 1`")
+            if v:
+                self._body(body, scope)
+                return
+
+    def _emit(self, op: str, name: str, inputs: tuple[str, ...], attrs: dict, loc: Loc, labelled: bool) -> None:
+        if len(self.graph) >= self.max_nodes:
+            raise LimitError(
+                f"the spec expands past {self.max_nodes} graph nodes",
+                loc,
+                hint="check repeat counts; a network this large is almost surely a typo",
+            )
+        spec = OPS[op]
+        try:
+            shape = spec.infer(attrs, [self.graph.node(i).shape for i in inputs])
+        except OpProblem as p:
+            raise ShapeError(p.message, loc, hint=p.hint) from None
+        self.cur = self.graph.add_node(name, op, inputs, attrs, shape, loc=self._loc(loc), labelled=labelled).name
+
+    def _add(self, s: ast.Add, scope: _Scope) -> None:
+        main = self.cur
+        self.cur = scope.input
+        self._body(s.branch, scope)
+        short = self.cur
+        name = scope.ns.prefix + scope.ns.take(s.label, "add", s.loc)
+        self._emit("add", name, (main, short), {}, s.loc, s.label is not None)
+
+    def _repeat(self, s: ast.Repeat, scope: _Scope) -> None:
+        n = self.ev.eval(s.count, scope.env)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ArgumentError(f"repeat count must be an integer >= 0, got {describe(n)}", s.count.loc)
+        if n > MAX_REPEAT or n > self.max_nodes:
+            raise LimitError(
+                f"repeat count {n} is past the limit of {min(MAX_REPEAT, self.max_nodes)}",
+                s.count.loc,
+                hint="a network this deep is almost surely a typo",
+            )
+        if s.label is not None:
+            group = _Namespace(scope.ns.prefix + scope.ns.take(s.label, "repeat", s.loc) + ".", set())
+        else:
+            group = scope.ns
+        labels = body_labels(s.body)
+        for i in range(n):
+            before = len(self.graph)
+            local = group.take(str(i), "repeat", s.loc)
+            env = dict(scope.env)
+            if s.var is not None:
+                env[s.var] = i
+            self._bind_input(env)
+            self._body(s.body, _Scope(_Namespace(group.prefix + local + ".", labels), env, self.cur))
+            per = len(self.graph) - before
+            if i == 0 and per * n + before > self.max_nodes:
+                raise LimitError(
+                    f"this repeat would expand to about {per * n} graph nodes, past the limit of {self.max_nodes}",
+                    s.count.loc,
+                    hint="check the repeat count",
+                )
+
+    def _bind_input(self, env: dict[str, Value]) -> None:
+        shape = self.graph.node(self.cur).shape
+        if len(shape) == 3:
+            env["in_channels"], env["in_height"], env["in_width"] = shape
+        else:
+            env["in_features"] = shape[0]
+
+    def _call(self, s: ast.Call, scope: _Scope) -> None:
+        if s.name in LAYERS:
+            self._layer(s, scope)
+        elif s.name in self.program.blocks:
+            self._block(s, scope, self.program.blocks[s.name])
+        else:
+            raise UnknownNameError(
+                f"unknown layer or block '{s.name}'",
+                s.loc,
+                hint=did_you_mean(s.name, list(LAYERS) + list(self.program.blocks))
+                or f"layers: {', '.join(LAYERS)}; blocks come from `use`d files",
+            )
+
+    def _layer(self, s: ast.Call, scope: _Scope) -> None:
+        spec = OPS[s.name]
+        given: dict[str, Any] = {}
+        where: dict[str, Loc] = {}
+        slots = list(spec.positional)
+        for arg in s.args:
+            v = self.ev.eval(arg.value, scope.env)
+            if arg.keyword is not None:
+                key = arg.keyword
+            elif arg.stride:
+                key = "stride"
+            elif isinstance(v, tuple) and "kernel" in spec.attrs and "kernel" not in given:
+                key = "kernel"
+            elif slots:
+                key = slots.pop(0)
+            else:
+                raise ArgumentError(
+                    f"too many positional arguments for '{s.name}'",
+                    arg.loc,
+                    hint=_signature(s.name),
+                )
+            if key not in spec.attrs:
+                raise UnknownNameError(
+                    f"'{s.name}' has no parameter '{key}'",
+                    arg.loc,
+                    hint=did_you_mean(key, spec.attrs) or _signature(s.name),
+                )
+            if key in given:
+                raise ArgumentError(f"'{key}' is given twice", arg.loc, hint=_signature(s.name))
+            if key in slots:
+                slots.remove(key)
+            given[key] = v
+            where[key] = arg.loc
+        try:
+            attrs = spec.check_attrs(given)
+        except OpProblem as p:
+            raise ArgumentError(p.message, where.get(p.attr or "", s.loc), hint=p.hint or _signature(s.name)) from None
+        name = scope.ns.prefix + scope.ns.take(s.label, s.name, s.loc)
+        self._emit(s.name, name, (self.cur,), attrs, s.loc, s.label is not None)
+
+    def _block(self, s: ast.Call, scope: _Scope, block: ast.Block) -> None:
+        if block.name in self.stack:
+            chain = " -> ".join(self.stack[self.stack.index(block.name) :] + [block.name])
+            raise RecursiveBlockError(
+                f"block '{block.name}' calls itself ({chain})",
+                s.loc,
+                hint="blocks cannot recurse; use `repeat` for repetition",
+            )
+        if len(self.stack) >= MAX_CALL_DEPTH:
+            raise LimitError(
+                f"block calls nest more than {MAX_CALL_DEPTH} deep",
+                s.loc,
+                hint="flatten the block structure",
+            )
+        env = self._bind_args(s, block, scope.env)
+        self._bind_input(env)
+        if s.label is not None:
+            ns = _Namespace(scope.ns.prefix + scope.ns.take(s.label, s.name, s.loc) + ".", set(block.labels))
+        else:
+            # an unlabelled call is transparent: its layers join the caller's names
+            ns = scope.ns
+            ns.labels |= block.labels
+        self.stack.append(block.name)
+        try:
+            self._body(block.body, _Scope(ns, env, self.cur))
+        except ArchcError as e:
+            where = ns.prefix.rstrip(".") or "the net"
+            e.notes.append(f"in block '{block.name}' called at {s.loc} (as {where})")
+            raise
+        finally:
+            self.stack.pop()
+
+    def _bind_args(self, s: ast.Call, block: ast.Block, caller_env: dict[str, Value]) -> dict[str, Value]:
+        params = {p.name: p for p in block.params}
+        order = [p.name for p in block.params]
+        given: dict[str, Value] = {}
+        for arg in s.args:
+            v = self.ev.eval(arg.value, caller_env)
+            if arg.keyword is not None:
+                key = arg.keyword
+                if key not in params:
+                    raise UnknownNameError(
+                        f"block '{block.name}' has no parameter '{key}'",
+                        arg.loc,
+                        hint=did_you_mean(key, params) or _block_signature(block),
+                    )
+            elif arg.stride:
+                if "stride" not in params:
+                    raise ArgumentError(f"block '{block.name}' has no 'stride' parameter for '/'", arg.loc)
+                key = "stride"
+            else:
+                free = [n for n in order if n not in given]
+                if not free:
+                    raise ArgumentError(
+                        f"too many arguments for block '{block.name}'",
+                        arg.loc,
+                        hint=_block_signature(block),
+                    )
+                key = free[0]
+            if key in given:
+                raise ArgumentError(f"'{key}' is given twice", arg.loc, hint=_block_signature(block))
+            p = params[key]
+            if p.default is not None:
+                default = self.ev.eval(p.default, {})
+                if not same_type(v, default):
+                    raise ArgumentError(
+                        f"'{key}' of block '{block.name}' expects {type_name(default)} "
+                        f"(like its default {describe(default)}), got {type_name(v)} {describe(v)}",
+                        arg.loc,
+                    )
+            given[key] = v
+        env: dict[str, Value] = {}
+        for p in block.params:
+            if p.name in given:
+                env[p.name] = given[p.name]
+            elif p.default is not None:
+                env[p.name] = self.ev.eval(p.default, {})
+            else:
+                raise ArgumentError(
+                    f"block '{block.name}' needs parameter '{p.name}'",
+                    s.loc,
+                    hint=_block_signature(block),
+                )
+        return env
+
+
+def _signature(op: str) -> str:
+    spec = OPS[op]
+    parts = [k if d is REQUIRED else f"{k}={'auto' if d is None else describe(d)}" for k, (_, d) in spec.attrs.items()]
+    return f"usage: {op}({', '.join(parts)})"
+
+
+def _block_signature(block: ast.Block) -> str:
+    params = ", ".join(p.name + ("=..." if p.default is not None else "") for p in block.params)
+    return f"block {block.name}({params}) at {block.loc}"
+
+
+def elaborate(program: Program, overrides: Mapping[str, Any] | None = None, max_nodes: int = MAX_NODES) -> Graph:
+    """Elaborate a loaded program into a Graph.
+
+    Args:
+        program: from `archc.frontend.load`.
+        overrides: net parameter values (strings are read like `--set`).
+        max_nodes: the size bound.
+
+    Returns:
+        The graph, shapes inferred, ready for `lint()`.
+
+    Raises:
+        ArchcError: any mistake, with its location.
+    """
+    return Elaborator(program, max_nodes).run(overrides)

@@ -1,0 +1,167 @@
+"""Load a spec and the block libraries it `use`s into one Program."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from archc.errors import ArchcError, Loc, UnknownNameError, UseError
+from archc.frontend import ast
+from archc.frontend.parser import parse
+from archc.ir.ops import LAYERS
+
+# Symbols every spec may use: the paper's shortcut options and "none" (plain nets).
+BUILTIN_SYMBOLS = frozenset({"A", "B", "C", "none"})
+
+
+@dataclass(frozen=True)
+class Program:
+    """A net and every block visible to it.
+
+    Attributes:
+        net: the net defined in the main file.
+        blocks: block name -> definition, from the main file and all `use`d files.
+        symbols: names that may be written as symbol values (builtins and every
+            symbol used as a parameter default).
+        root: directory of the main file (or the working directory for text specs);
+            IR locations are shown relative to it.
+    """
+
+    net: ast.Net
+    blocks: dict[str, ast.Block]
+    symbols: frozenset[str]
+    root: str
+
+
+def _symbol_defaults(params: tuple[ast.Param, ...]) -> set[str]:
+    return {p.default.id for p in params if isinstance(p.default, ast.Name)}
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.blocks: dict[str, ast.Block] = {}
+        self.done: set[str] = set()
+        self.stack: list[str] = []
+        self.symbols: set[str] = set(BUILTIN_SYMBOLS)
+
+    def load_file(self, path: str, shown: str, use_loc: Loc | None) -> ast.Module:
+        real = os.path.realpath(path)
+        if real in self.stack:
+            chain = " -> ".join(os.path.basename(p) for p in self.stack[self.stack.index(real) :])
+            raise UseError(
+                f"import cycle: {chain} -> {os.path.basename(real)}",
+                use_loc,
+                hint="move the shared blocks into a library file that both can use",
+            )
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            if use_loc is None:
+                raise ArchcError(f"spec file not found: {shown}", hint="check the path") from None
+            raise UseError(
+                f"cannot find '{shown}'",
+                use_loc,
+                hint="`use` paths are relative to the file that contains them",
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UseError(f"cannot read '{shown}': {exc}", use_loc) from None
+        return self.load_text(text, shown, real)
+
+    def load_text(self, text: str, shown: str, real: str) -> ast.Module:
+        module = parse(text, shown)
+        self.stack.append(real)
+        base = os.path.dirname(real)
+        shown_base = os.path.dirname(shown)
+        for use in module.uses:
+            target = os.path.normpath(os.path.join(base, use.path))
+            if os.path.realpath(target) in self.done:
+                continue
+            self.load_file(target, os.path.normpath(os.path.join(shown_base, use.path)), use.loc)
+        self.stack.pop()
+        self.done.add(real)
+        for block in module.blocks:
+            self.add_block(block)
+        for net in module.nets:
+            self.symbols |= _symbol_defaults(net.params)
+        return module
+
+    def add_block(self, block: ast.Block) -> None:
+        if block.name in LAYERS or block.name in ("add", "input"):
+            raise UnknownNameError(
+                f"block '{block.name}' has the name of a built-in layer",
+                block.loc,
+                hint="choose another name for the block",
+            )
+        if block.name in self.blocks:
+            first = self.blocks[block.name]
+            raise UnknownNameError(
+                f"block '{block.name}' is defined twice",
+                block.loc,
+                notes=[f"first defined at {first.loc}"],
+                hint="rename one of them",
+            )
+        seen: set[str] = set()
+        for p in block.params:
+            if p.name in seen:
+                raise UnknownNameError(f"parameter '{p.name}' is declared twice", p.loc)
+            seen.add(p.name)
+        self.blocks[block.name] = block
+        self.symbols |= _symbol_defaults(block.params)
+
+
+def _pick_net(module: ast.Module, source_name: str) -> ast.Net:
+    if len(module.nets) == 1:
+        return module.nets[0]
+    if not module.nets:
+        loc = module.blocks[-1].loc if module.blocks else None
+        raise ArchcError(
+            f"{source_name} defines no net",
+            loc,
+            hint="a spec needs `net name(params) { input 3x224x224 ... }`; block libraries are used, not built",
+        )
+    second = module.nets[1]
+    raise ArchcError(
+        f"{source_name} defines {len(module.nets)} nets; a spec builds exactly one",
+        second.loc,
+        notes=[f"first net '{module.nets[0].name}' at {module.nets[0].loc}"],
+        hint="put each net in its own file and share blocks through `use`",
+    )
+
+
+def looks_like_path(spec: str | os.PathLike) -> bool:
+    """True when `spec` names a file rather than holding .arch text."""
+    if isinstance(spec, os.PathLike):
+        return True
+    return "\n" not in spec and "{" not in spec and spec.strip().endswith(".arch")
+
+
+def load(spec: str | os.PathLike) -> Program:
+    """Load a spec file (or .arch text) and everything it uses.
+
+    Args:
+        spec: a path to a `.arch` file, or the text of one (its `use` paths are then
+            relative to the working directory).
+
+    Returns:
+        The Program for the spec's net.
+
+    Raises:
+        ArchcError: any syntax, import or definition error, with its location.
+    """
+    loader = _Loader()
+    if looks_like_path(spec):
+        shown = os.fspath(spec)
+        module = loader.load_file(shown, shown, None)
+        root = os.path.dirname(os.path.realpath(shown))
+    else:
+        shown = "<spec>"
+        module = loader.load_text(str(spec), shown, os.path.join(os.getcwd(), "<spec>"))
+        root = os.getcwd()
+    net = _pick_net(module, shown)
+    seen: set[str] = set()
+    for p in net.params:
+        if p.name in seen:
+            raise UnknownNameError(f"parameter '{p.name}' is declared twice", p.loc)
+        seen.add(p.name)
+    return Program(net, loader.blocks, frozenset(loader.symbols), root)

@@ -1,0 +1,6 @@
+"""The graph IR: Graph, Node and the op specs (shape, params, multiply-adds)."""
+
+from archc.ir.graph import Graph, LintError, Node
+from archc.ir.ops import LAYERS, OPS, OpProblem, OpSpec
+
+__all__ = ["Graph", "LintError", "Node", "LAYERS", "OPS", "OpProblem", "OpSpec"]

@@ -1,0 +1,263 @@
+"""The graph IR: named nodes with an op, attributes, ordered inputs and an inferred shape.
+
+Only this package touches networkx; passes, backends and the CLI use Graph methods.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import networkx as nx
+
+from archc.ir.ops import OPS, Shape, describe
+
+FORMAT = "archc-ir/1"
+
+
+class LintError(Exception):
+    """An internal invariant of the IR is broken (a compiler bug, not a user error)."""
+
+
+@dataclass
+class Node:
+    """One op application.
+
+    Attributes:
+        name: unique dotted path, e.g. `layer1.0.conv1`; it becomes the module name.
+        op: an op in `archc.ir.ops.OPS`.
+        inputs: producer node names, in argument order.
+        attrs: normalised attributes (see the op spec).
+        shape: output shape without the batch dimension.
+        loc: `file:line:col` of the spec statement that made the node.
+        labelled: the spec gave this layer a name (param-free layers get a module only then).
+    """
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    attrs: dict[str, Any]
+    shape: Shape
+    loc: str | None = None
+    labelled: bool = False
+    params: int = field(default=0)
+    macs: int = field(default=0)
+
+    @property
+    def stage(self) -> str:
+        """The top-level statement the node belongs to (first part of its name)."""
+        return self.name.split(".", 1)[0]
+
+
+def _json_value(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+class Graph:
+    """A network as a DAG of Nodes over a networkx MultiDiGraph.
+
+    Args:
+        name: the net's name.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._g = nx.MultiDiGraph()
+        self._order: dict[str, int] = {}
+        self._next = 0
+        self.outputs: list[str] = []
+        self.meta: dict[str, Any] = {}
+
+    # --- building
+    def add_node(
+        self,
+        name: str,
+        op: str,
+        inputs: tuple[str, ...] | list[str],
+        attrs: dict[str, Any],
+        shape: Shape,
+        *,
+        loc: str | None = None,
+        labelled: bool = False,
+    ) -> Node:
+        """Add a node whose inputs already exist; compute its params and multiply-adds.
+
+        Raises:
+            LintError: the name is taken or an input is missing.
+        """
+        if name in self._g:
+            raise LintError(f"duplicate node name {name!r}")
+        spec = OPS[op]
+        ins = [self.node(i).shape for i in inputs]
+        node = Node(name, op, tuple(inputs), attrs, tuple(shape), loc, labelled)
+        node.params = spec.params(attrs, ins, node.shape)
+        node.macs = spec.macs(attrs, ins, node.shape)
+        self._g.add_node(name, node=node)
+        for slot, src in enumerate(inputs):
+            self._g.add_edge(src, name, key=slot)
+        self._order[name] = self._next
+        self._next += 1
+        return node
+
+    def remove_node(self, name: str) -> None:
+        """Remove a node that has no users.
+
+        Raises:
+            LintError: the node still has users or is an output.
+        """
+        if self.users(name) or name in self.outputs:
+            raise LintError(f"cannot remove {name!r}: it is still used")
+        self._g.remove_node(name)
+        del self._order[name]
+
+    def replace_all_uses(self, old: str, new: str) -> None:
+        """Make every user of `old` (and the outputs) read `new` instead."""
+        for user in self.users(old):
+            node = self.node(user)
+            node.inputs = tuple(new if i == old else i for i in node.inputs)
+            for key in [k for _, _, k in self._g.out_edges(old, keys=True) if _ == user]:
+                self._g.remove_edge(old, user, key=key)
+                self._g.add_edge(new, user, key=key)
+        self.outputs = [new if o == old else o for o in self.outputs]
+
+    # --- queries
+    def node(self, name: str) -> Node:
+        """Return the node called `name`."""
+        return self._g.nodes[name]["node"]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._g
+
+    def __len__(self) -> int:
+        return self._g.number_of_nodes()
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes())
+
+    def nodes(self) -> list[Node]:
+        """All nodes in a deterministic topological order (ties broken by creation order)."""
+        order = nx.lexicographical_topological_sort(self._g, key=self._order.__getitem__)
+        return [self._g.nodes[n]["node"] for n in order]
+
+    def users(self, name: str) -> list[str]:
+        """Names of the nodes that read `name`, in creation order, without repeats."""
+        return sorted(set(self._g.successors(name)), key=self._order.__getitem__)
+
+    @property
+    def input(self) -> Node:
+        """The single input node."""
+        (name,) = [n for n, d in self._g.nodes(data=True) if d["node"].op == "input"]
+        return self.node(name)
+
+    @property
+    def output(self) -> Node:
+        """The (first) output node."""
+        return self.node(self.outputs[0])
+
+    def params(self) -> int:
+        """Total learnable parameters."""
+        return sum(n.params for n in self.nodes())
+
+    def macs(self) -> int:
+        """Total multiply-adds per image (conv and linear, the paper's FLOPs)."""
+        return sum(n.macs for n in self.nodes())
+
+    def stages(self) -> list[dict[str, Any]]:
+        """Per top-level statement: name, output shape, params and multiply-adds, in order."""
+        rows: dict[str, dict[str, Any]] = {}
+        for n in self.nodes():
+            if n.op == "input":
+                continue
+            row = rows.setdefault(n.stage, {"name": n.stage, "output_shape": [], "params": 0, "macs": 0})
+            row["output_shape"] = list(n.shape)
+            row["params"] += n.params
+            row["macs"] += n.macs
+        return list(rows.values())
+
+    # --- checking
+    def lint(self) -> None:
+        """Check the IR's invariants: a DAG, consistent edges, known ops and arities, shapes.
+
+        Raises:
+            LintError: the first broken invariant found.
+        """
+        if not nx.is_directed_acyclic_graph(self._g):
+            raise LintError(f"graph {self.name!r} has a cycle")
+        inputs = [n for n in self.nodes() if n.op == "input"]
+        if len(inputs) != 1:
+            raise LintError(f"graph has {len(inputs)} input nodes, expected 1")
+        if not self.outputs:
+            raise LintError("graph has no outputs")
+        for name in self.outputs:
+            if name not in self._g:
+                raise LintError(f"output {name!r} is not a node")
+        for node in self.nodes():
+            spec = OPS.get(node.op)
+            if spec is None:
+                raise LintError(f"{node.name}: unknown op {node.op!r}")
+            if len(node.inputs) != spec.arity:
+                raise LintError(f"{node.name}: {node.op} takes {spec.arity} inputs, has {len(node.inputs)}")
+            edges = sorted((k, u) for u, _, k in self._g.in_edges(node.name, keys=True))
+            if edges != list(enumerate(node.inputs)):
+                raise LintError(f"{node.name}: edges {edges} disagree with inputs {node.inputs}")
+            if not node.shape or any((not isinstance(d, int)) or d < 1 for d in node.shape):
+                raise LintError(f"{node.name}: bad shape {node.shape}")
+            if node.op != "input":
+                attrs = dict(node.attrs)
+                expected = spec.infer(attrs, [self.node(i).shape for i in node.inputs])
+                if tuple(expected) != node.shape:
+                    raise LintError(f"{node.name}: shape {describe(node.shape)} but {node.op} infers {describe(expected)}")
+
+    # --- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready, deterministic description of the graph."""
+        nodes = []
+        for n in self.nodes():
+            nodes.append(
+                {
+                    "name": n.name,
+                    "op": n.op,
+                    "inputs": list(n.inputs),
+                    "attrs": {k: _json_value(n.attrs[k]) for k in sorted(n.attrs)},
+                    "shape": list(n.shape),
+                    "params": n.params,
+                    "macs": n.macs,
+                    "labelled": n.labelled,
+                    "loc": n.loc,
+                }
+            )
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "meta": {k: self.meta[k] for k in sorted(self.meta)},
+            "outputs": list(self.outputs),
+            "params": self.params(),
+            "macs": self.macs(),
+            "nodes": nodes,
+        }
+
+    def dump_json(self) -> str:
+        """The graph as stable JSON text (same spec, same bytes)."""
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+    def dump_text(self) -> str:
+        """The graph as one line per node, for reading and diffing."""
+        lines = [f"graph {self.name}:"]
+        for n in self.nodes():
+            attrs = ", ".join(f"{k}={describe(v) if v is not None else 'auto'}" for k, v in sorted(n.attrs.items()))
+            ins = ", ".join(f"%{i}" for i in n.inputs)
+            lines.append(f"  %{n.name} = {n.op}({ins}){' {' + attrs + '}' if attrs else ''} : {describe(n.shape)}")
+        lines.append(f"  return {', '.join('%' + o for o in self.outputs)}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Graph:
+        """Rebuild a graph from `to_dict` output."""
+        g = cls(data["name"])
+        g.meta = dict(data.get("meta", {}))
+        for n in data["nodes"]:
+            attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in n["attrs"].items()}
+            g.add_node(n["name"], n["op"], n["inputs"], attrs, tuple(n["shape"]), loc=n["loc"], labelled=n["labelled"])
+        g.outputs = list(data["outputs"])
+        return g
