@@ -129,6 +129,7 @@ class Call:
     args: tuple[Arg, ...]
     loc: Loc
     label: str | None = None
+    label_loc: Loc | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class Add:
     branch: tuple[Stmt, ...]
     loc: Loc
     label: str | None = None
+    label_loc: Loc | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class Repeat:
     body: tuple[Stmt, ...]
     loc: Loc
     label: str | None = None
+    label_loc: Loc | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

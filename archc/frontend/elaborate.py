@@ -30,6 +30,8 @@ from archc.ir.ops import MAX_DIM, REQUIRED, describe
 MAX_NODES = 100_000
 MAX_REPEAT = 1_000_000
 MAX_CALL_DEPTH = 200
+# block calls plus repeat iterations allowed per graph node of the bound (empty bodies emit no nodes)
+STEPS_PER_NODE = 4
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Elaborator:
         self.cur = ""
         self.stack: list[str] = []
         self._locs: dict[int, str] = {}
+        self.steps = 0
 
     # --- entry
     def run(self, overrides: Mapping[str, Any] | None = None) -> Graph:
@@ -96,7 +99,8 @@ class Elaborator:
         env = self._net_env(net, overrides or {})
         ns = _Namespace("", set(net.labels))
         stmts = list(net.body)
-        first = next((s for s in stmts if not isinstance(s, ast.If)), None)
+        # nothing may come before `input` (an `if` there used to be skipped silently)
+        first = stmts[0] if stmts else None
         if not isinstance(first, ast.Input):
             raise ArgumentError(
                 f"net '{net.name}' must start with its input shape",
@@ -217,12 +221,23 @@ class Elaborator:
             raise ShapeError(p.message, loc, hint=p.hint) from None
         self.cur = self.graph.add_node(name, op, inputs, attrs, shape, loc=self._loc(loc), labelled=labelled).name
 
+    def _step(self, loc: Loc) -> None:
+        """Count a block call or repeat iteration; refuse runaway expansion that emits no nodes."""
+        self.steps += 1
+        limit = STEPS_PER_NODE * self.max_nodes + 1000
+        if self.steps > limit:
+            raise LimitError(
+                f"the spec expands past {limit} block calls and repeat iterations",
+                loc,
+                hint="check repeat counts and blocks that call other blocks many times",
+            )
+
     def _add(self, s: ast.Add, scope: _Scope) -> None:
         main = self.cur
         self.cur = scope.input
         self._body(s.branch, scope)
         short = self.cur
-        name = scope.ns.prefix + scope.ns.take(s.label, "add", s.loc)
+        name = scope.ns.prefix + scope.ns.take(s.label, "add", s.label_loc or s.loc)
         self._emit("add", name, (main, short), {}, s.loc, s.label is not None)
 
     def _repeat(self, s: ast.Repeat, scope: _Scope) -> None:
@@ -236,11 +251,12 @@ class Elaborator:
                 hint="a network this deep is almost surely a typo",
             )
         if s.label is not None:
-            group = _Namespace(scope.ns.prefix + scope.ns.take(s.label, "repeat", s.loc) + ".", set())
+            group = _Namespace(scope.ns.prefix + scope.ns.take(s.label, "repeat", s.label_loc or s.loc) + ".", set())
         else:
             group = scope.ns
         labels = body_labels(s.body)
         for i in range(n):
+            self._step(s.count.loc)
             before = len(self.graph)
             local = group.take(str(i), "repeat", s.loc)
             env = dict(scope.env)
@@ -313,7 +329,7 @@ class Elaborator:
             attrs = spec.check_attrs(given)
         except OpProblem as p:
             raise ArgumentError(p.message, where.get(p.attr or "", s.loc), hint=p.hint or _signature(s.name)) from None
-        name = scope.ns.prefix + scope.ns.take(s.label, s.name, s.loc)
+        name = scope.ns.prefix + scope.ns.take(s.label, s.name, s.label_loc or s.loc)
         self._emit(s.name, name, (self.cur,), attrs, s.loc, s.label is not None)
 
     def _block(self, s: ast.Call, scope: _Scope, block: ast.Block) -> None:
@@ -330,10 +346,12 @@ class Elaborator:
                 s.loc,
                 hint="flatten the block structure",
             )
+        self._step(s.loc)
         env = self._bind_args(s, block, scope.env)
         self._bind_input(env)
         if s.label is not None:
-            ns = _Namespace(scope.ns.prefix + scope.ns.take(s.label, s.name, s.loc) + ".", set(block.labels))
+            local = scope.ns.take(s.label, s.name, s.label_loc or s.loc)
+            ns = _Namespace(scope.ns.prefix + local + ".", set(block.labels))
         else:
             # an unlabelled call is transparent: its layers join the caller's names
             ns = scope.ns

@@ -117,10 +117,10 @@ class _ToAst(Transformer):
         label, stmt = children
         if label is None:
             return stmt
-        return dataclasses.replace(stmt, label=label)
+        return dataclasses.replace(stmt, label=str(label), label_loc=self._loc(label))
 
-    def label(self, children: list) -> str:
-        return str(children[0])
+    def label(self, children: list) -> Token:
+        return children[0]
 
     def call(self, children: list) -> ast.Call:
         name, args = children

@@ -68,6 +68,7 @@ class Graph:
         self._next = 0
         self.outputs: list[str] = []
         self.meta: dict[str, Any] = {}
+        self._sorted: list[Node] | None = None  # topological order, dropped on every mutation
 
     # --- building
     def add_node(
@@ -98,6 +99,7 @@ class Graph:
             self._g.add_edge(src, name, key=slot)
         self._order[name] = self._next
         self._next += 1
+        self._sorted = None
         return node
 
     def remove_node(self, name: str) -> None:
@@ -110,6 +112,7 @@ class Graph:
             raise LintError(f"cannot remove {name!r}: it is still used")
         self._g.remove_node(name)
         del self._order[name]
+        self._sorted = None
 
     def replace_all_uses(self, old: str, new: str) -> None:
         """Make every user of `old` (and the outputs) read `new` instead."""
@@ -119,6 +122,7 @@ class Graph:
             for key in [k for _, _, k in self._g.out_edges(old, keys=True) if _ == user]:
                 self._g.remove_edge(old, user, key=key)
                 self._g.add_edge(new, user, key=key)
+        self._sorted = None
         self.outputs = [new if o == old else o for o in self.outputs]
 
     # --- queries
@@ -137,8 +141,10 @@ class Graph:
 
     def nodes(self) -> list[Node]:
         """All nodes in a deterministic topological order (ties broken by creation order)."""
-        order = nx.lexicographical_topological_sort(self._g, key=self._order.__getitem__)
-        return [self._g.nodes[n]["node"] for n in order]
+        if self._sorted is None:
+            order = nx.lexicographical_topological_sort(self._g, key=self._order.__getitem__)
+            self._sorted = [self._g.nodes[n]["node"] for n in order]
+        return list(self._sorted)
 
     def users(self, name: str) -> list[str]:
         """Names of the nodes that read `name`, in creation order, without repeats."""
@@ -182,9 +188,11 @@ class Graph:
         Raises:
             LintError: the first broken invariant found.
         """
-        if not nx.is_directed_acyclic_graph(self._g):
-            raise LintError(f"graph {self.name!r} has a cycle")
-        inputs = [n for n in self.nodes() if n.op == "input"]
+        try:
+            nodes = self.nodes()
+        except nx.NetworkXUnfeasible:
+            raise LintError(f"graph {self.name!r} has a cycle") from None
+        inputs = [n for n in nodes if n.op == "input"]
         if len(inputs) != 1:
             raise LintError(f"graph has {len(inputs)} input nodes, expected 1")
         if not self.outputs:
@@ -192,13 +200,14 @@ class Graph:
         for name in self.outputs:
             if name not in self._g:
                 raise LintError(f"output {name!r} is not a node")
-        for node in self.nodes():
+        pred = self._g.pred  # plain adjacency dicts: much faster than the edge views
+        for node in nodes:
             spec = OPS.get(node.op)
             if spec is None:
                 raise LintError(f"{node.name}: unknown op {node.op!r}")
             if len(node.inputs) != spec.arity:
                 raise LintError(f"{node.name}: {node.op} takes {spec.arity} inputs, has {len(node.inputs)}")
-            edges = sorted((k, u) for u, _, k in self._g.in_edges(node.name, keys=True))
+            edges = sorted((k, u) for u, keys in pred[node.name].items() for k in keys)
             if edges != list(enumerate(node.inputs)):
                 raise LintError(f"{node.name}: edges {edges} disagree with inputs {node.inputs}")
             if not node.shape or any((not isinstance(d, int)) or d < 1 for d in node.shape):
