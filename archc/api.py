@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from archc.backend import get_backend
 from archc.errors import ArchcError, WeightsError
@@ -124,13 +125,11 @@ def load_weights(module: Any, weights: Any) -> None:
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(
-                f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}"
-            )
+        parts = [
+            f"{what} {len(keys)} key(s): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
         raise WeightsError("weights do not match the network: " + "; ".join(parts))
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[key].shape):

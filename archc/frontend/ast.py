@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from archc.errors import Loc
 
@@ -103,7 +102,7 @@ class Func:
     loc: Loc
 
 
-Expr = Union[Int, Float, Bool, Dims, Name, Neg, Not, BinOp, Compare, BoolOp, Cond, Func]
+Expr = Int | Float | Bool | Dims | Name | Neg | Not | BinOp | Compare | BoolOp | Cond | Func
 
 # --- arguments ---------------------------------------------------------------
 
@@ -170,7 +169,7 @@ class Input:
     loc: Loc
 
 
-Stmt = Union[Call, Add, Repeat, If, Input]
+Stmt = Call | Add | Repeat | If | Input
 
 # --- top level ---------------------------------------------------------------
 

@@ -7,8 +7,9 @@ at the statement that makes them, before any tensor exists.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from archc.errors import (
     ArchcError,
@@ -31,7 +32,7 @@ MAX_NODES = 100_000
 MAX_REPEAT = 1_000_000
 MAX_CALL_DEPTH = 200
 # block calls plus repeat iterations allowed per graph node of the bound (empty bodies emit no nodes)
-STEPS_PER_NODE = 4
+STEPS_PER_NODE = 1
 
 
 @dataclass
@@ -202,7 +203,9 @@ class Elaborator:
                 return
             v = self.ev.eval(test, scope.env)
             if not isinstance(v, bool):
-                raise ArgumentError(f"'if' needs true/false, got {type_name(v)}", test.loc, hint="e.g. `if stride != 1`")
+                raise ArgumentError(
+                    f"'if' needs true/false, got {type_name(v)}", test.loc, hint="e.g. `if stride != 1`"
+                )
             if v:
                 self._body(body, scope)
                 return

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping, Union
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from archc.errors import ArgumentError, Loc, UnknownNameError, did_you_mean
 from archc.frontend import ast
@@ -16,7 +17,7 @@ class Symbol(str):
         return f"Symbol({str(self)})"
 
 
-Value = Union[int, bool, float, tuple, Symbol]
+Value = int | bool | float | tuple | Symbol
 
 
 def type_name(v: Any) -> str:
@@ -158,7 +159,11 @@ class Evaluator:
         )
 
 
-_LITERAL = re.compile(r"^(?:(?P<dims>\d+(?:x\d+)+)|(?P<int>-?\d+)|(?P<float>-?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+))|(?P<bool>true|false)|(?P<name>[A-Za-z_][A-Za-z_0-9]*))$")
+_LITERAL = re.compile(
+    r"^(?:(?P<dims>\d+(?:x\d+)+)|(?P<int>-?\d+)"
+    r"|(?P<float>-?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+))"
+    r"|(?P<bool>true|false)|(?P<name>[A-Za-z_][A-Za-z_0-9]*))$"
+)
 
 
 def parse_value(text: str) -> Value | None:

@@ -6,8 +6,9 @@ Only this package touches networkx; passes, backends and the CLI use Graph metho
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import networkx as nx
 
@@ -216,7 +217,9 @@ class Graph:
                 attrs = dict(node.attrs)
                 expected = spec.infer(attrs, [self.node(i).shape for i in node.inputs])
                 if tuple(expected) != node.shape:
-                    raise LintError(f"{node.name}: shape {describe(node.shape)} but {node.op} infers {describe(expected)}")
+                    raise LintError(
+                        f"{node.name}: shape {describe(node.shape)} but {node.op} infers {describe(expected)}"
+                    )
 
     # --- serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -8,8 +8,9 @@ and adds are free), counted per image.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Shape = tuple[int, ...]
 
@@ -245,7 +246,10 @@ def _add_infer(a: dict, ins: list[Shape]) -> Shape:
         if main[0] != short[0] and main[1:] == short[1:]:
             what = f"channel mismatch: the block makes {main[0]} channels but its shortcut carries {short[0]}"
         elif main[0] == short[0]:
-            what = f"spatial mismatch: the block makes {main[1]}x{main[2]} but its shortcut carries {short[1]}x{short[2]}"
+            what = (
+                f"spatial mismatch: the block makes {main[1]}x{main[2]} "
+                f"but its shortcut carries {short[1]}x{short[2]}"
+            )
         else:
             what = f"shape mismatch: the block makes {describe(main)} but its shortcut carries {describe(short)}"
         raise OpProblem(

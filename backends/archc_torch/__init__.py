@@ -8,7 +8,6 @@ from typing import Any
 
 from archc.errors import BackendError
 from archc.ir import Graph
-
 from archc_torch.codegen import class_name, generate
 
 __all__ = ["TorchBackend", "class_name", "generate"]
