@@ -22,7 +22,7 @@ from archc.errors import (
     did_you_mean,
 )
 from archc.frontend import ast
-from archc.frontend.loader import Program
+from archc.frontend.loader import BUILTIN_VARIABLES, Program
 from archc.frontend.parser import body_labels
 from archc.frontend.values import Evaluator, Symbol, Value, parse_value, same_type, type_name
 from archc.ir import LAYERS, OPS, Graph, OpProblem
@@ -252,6 +252,12 @@ class Elaborator:
                 f"repeat count {n} is past the limit of {min(MAX_REPEAT, self.max_nodes)}",
                 s.count.loc,
                 hint="a network this deep is almost surely a typo",
+            )
+        if s.var in BUILTIN_VARIABLES:
+            raise UnknownNameError(
+                f"'{s.var}' is a built-in variable and cannot count a repeat",
+                s.loc,
+                hint="use another name, e.g. `repeat n as i`",
             )
         if s.label is not None:
             group = _Namespace(scope.ns.prefix + scope.ns.take(s.label, "repeat", s.label_loc or s.loc) + ".", set())

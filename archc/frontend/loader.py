@@ -13,6 +13,23 @@ from archc.ir.ops import LAYERS
 
 # Symbols every spec may use: the paper's shortcut options and "none" (plain nets).
 BUILTIN_SYMBOLS = frozenset({"A", "B", "C", "none"})
+# Variables bound to the shape of a block's input; parameters cannot take these names.
+BUILTIN_VARIABLES = frozenset({"in_channels", "in_height", "in_width", "in_features"})
+
+
+def check_params(params: tuple[ast.Param, ...]) -> None:
+    """Refuse a parameter list that repeats a name or uses a built-in variable's name."""
+    seen: set[str] = set()
+    for p in params:
+        if p.name in seen:
+            raise UnknownNameError(f"parameter '{p.name}' is declared twice", p.loc)
+        if p.name in BUILTIN_VARIABLES:
+            raise UnknownNameError(
+                f"parameter name '{p.name}' is reserved",
+                p.loc,
+                hint=f"{', '.join(sorted(BUILTIN_VARIABLES))} are set from the input's shape; pick another name",
+            )
+        seen.add(p.name)
 
 
 @dataclass(frozen=True)
@@ -101,11 +118,7 @@ class _Loader:
                 notes=[f"first defined at {first.loc}"],
                 hint="rename one of them",
             )
-        seen: set[str] = set()
-        for p in block.params:
-            if p.name in seen:
-                raise UnknownNameError(f"parameter '{p.name}' is declared twice", p.loc)
-            seen.add(p.name)
+        check_params(block.params)
         self.blocks[block.name] = block
         self.symbols |= _symbol_defaults(block.params)
 
@@ -159,9 +172,5 @@ def load(spec: str | os.PathLike) -> Program:
         module = loader.load_text(str(spec), shown, os.path.join(os.getcwd(), "<spec>"))
         root = os.getcwd()
     net = _pick_net(module, shown)
-    seen: set[str] = set()
-    for p in net.params:
-        if p.name in seen:
-            raise UnknownNameError(f"parameter '{p.name}' is declared twice", p.loc)
-        seen.add(p.name)
+    check_params(net.params)
     return Program(net, loader.blocks, frozenset(loader.symbols), root)
