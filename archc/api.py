@@ -14,7 +14,9 @@ from archc.errors import ArchcError, WeightsError
 from archc.frontend import MAX_NODES, elaborate, load
 from archc.frontend.loader import looks_like_path
 from archc.ir import Graph
-from archc.passes import DEFAULT_PIPELINE, PassManager
+from archc.passes import PIPELINES, PassManager
+
+MODES = tuple(PIPELINES)
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Build:
     passes: PassManager
     origin: str
     backend: str = "torch"
+    mode: str = "train"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -46,6 +49,7 @@ def build(
     spec: str | os.PathLike,
     *,
     backend: str = "torch",
+    mode: str = "train",
     overrides: Mapping[str, Any] | None = None,
     passes: list[str] | None = None,
     dump_after: list[str] | None = None,
@@ -57,8 +61,10 @@ def build(
     Args:
         spec: a `.arch` path or `.arch` text.
         backend: an installed backend name.
+        mode: "train" (a trainable module with the spec's parameter names) or "eval"
+            (BN folded, ops fused; for inference).
         overrides: net parameter values, like `--set`.
-        passes: the pass pipeline (default: `archc.passes.DEFAULT_PIPELINE`).
+        passes: the pass pipeline (default: `archc.passes.PIPELINES[mode]`).
         dump_after: passes after which to keep a text dump of the IR.
         lower: False stops after the passes (no torch import).
         max_nodes: refuse specs that expand past this many nodes.
@@ -69,13 +75,15 @@ def build(
     Raises:
         ArchcError: anything wrong with the spec, overrides, passes or backend.
     """
+    if mode not in PIPELINES:
+        raise ArchcError(f"unknown mode '{mode}'", hint=f"modes: {', '.join(PIPELINES)}")
     t0 = time.perf_counter()
     program = load(spec)
     t1 = time.perf_counter()
     graph = elaborate(program, overrides, max_nodes=max_nodes)
     graph.lint()
     t2 = time.perf_counter()
-    pm = PassManager(list(DEFAULT_PIPELINE if passes is None else passes), list(dump_after or []))
+    pm = PassManager(list(PIPELINES[mode] if passes is None else passes), list(dump_after or []))
     pm.run(graph)
     t3 = time.perf_counter()
     module = None
@@ -84,16 +92,18 @@ def build(
         module = get_backend(backend).lower(graph, origin=os.path.basename(origin))
     t4 = time.perf_counter()
     timings = {"parse": t1 - t0, "elaborate": t2 - t1, "passes": t3 - t2, "lower": t4 - t3}
-    return Build(graph, module, {k: v * 1e3 for k, v in timings.items()}, pm, origin, backend)
+    return Build(graph, module, {k: v * 1e3 for k, v in timings.items()}, pm, origin, backend, mode)
 
 
-def load_weights(module: Any, weights: Any) -> None:
+def load_weights(module: Any, weights: Any, graph: Graph | None = None) -> None:
     """Load a state_dict or checkpoint file into `module` with strict=True.
 
     Args:
         module: the compiled module.
         weights: a state_dict, or a path to a `.safetensors` file or a torch file
-            (read with `weights_only=True`; a dict holding `state_dict` or `model` is unwrapped).
+            (read with `weights_only=True`; a dict holding `state_dict` or `model` is unwrapped),
+            in the unoptimised model's key space.
+        graph: the module's graph; BNs its passes folded are folded into the weights.
 
     Raises:
         WeightsError: the file is missing or unreadable, or its keys or shapes do not match.
@@ -121,6 +131,10 @@ def load_weights(module: Any, weights: Any) -> None:
                     break
     if not isinstance(state, Mapping):
         raise WeightsError(f"weights must be a state_dict or a checkpoint path, got {type(weights).__name__}")
+    if graph is not None:
+        from archc.weights import fold_state_dict
+
+        state = fold_state_dict(graph, state)
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -144,6 +158,7 @@ def compile(
     spec: str | os.PathLike,
     *,
     backend: str = "torch",
+    mode: str = "train",
     overrides: Mapping[str, Any] | None = None,
     weights: Any = None,
 ) -> Any:
@@ -152,6 +167,8 @@ def compile(
     Args:
         spec: a `.arch` path or `.arch` text.
         backend: an installed backend name ("torch" by default).
+        mode: "train" (default) or "eval" (BN folded into convs, fused ops; the module
+            is returned in eval mode).
         overrides: net parameter values, like `--set key=value` (strings or values).
         weights: a state_dict or a checkpoint path, loaded with strict=True.
 
@@ -161,10 +178,10 @@ def compile(
     Raises:
         ArchcError: anything wrong with the spec, the overrides, the backend or the weights.
     """
-    module = build(spec, backend=backend, overrides=overrides).module
+    b = build(spec, backend=backend, mode=mode, overrides=overrides)
     if weights is not None:
-        load_weights(module, weights)
-    return module
+        load_weights(b.module, weights, b.graph)
+    return b.module.eval() if mode == "eval" else b.module
 
 
 __all__ = ["ArchcError", "Build", "build", "compile", "load_weights"]

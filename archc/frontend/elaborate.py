@@ -267,7 +267,12 @@ class Elaborator:
         for i in range(n):
             self._step(s.count.loc)
             before = len(self.graph)
-            local = group.take(str(i), "repeat", s.loc)
+            try:
+                local = group.take(str(i), "repeat", s.loc)
+            except UnknownNameError as e:
+                if s.label is None:  # the user never wrote this name: say where it comes from
+                    e.hint = "an unlabelled repeat names its iterations 0, 1, ...; label it, e.g. `stage: repeat ...`"
+                raise
             env = dict(scope.env)
             if s.var is not None:
                 env[s.var] = i

@@ -63,6 +63,8 @@ class _Loader:
         self.symbols: set[str] = set(BUILTIN_SYMBOLS)
 
     def load_file(self, path: str, shown: str, use_loc: Loc | None) -> ast.Module:
+        if "\0" in path:  # the OS refuses such paths with a ValueError, not an OSError
+            raise UseError(f"cannot read {shown!r}: a path cannot contain a NUL character", use_loc)
         real = os.path.realpath(path)
         if real in self.stack:
             chain = " -> ".join(os.path.basename(p) for p in self.stack[self.stack.index(real) :])
@@ -91,6 +93,8 @@ class _Loader:
         base = os.path.dirname(real)
         shown_base = os.path.dirname(shown)
         for use in module.uses:
+            if "\0" in use.path:  # the OS refuses such paths with a ValueError, not an OSError
+                raise UseError("a `use` path cannot contain a NUL character", use.loc)
             target = os.path.normpath(os.path.join(base, use.path))
             if os.path.realpath(target) in self.done:
                 continue

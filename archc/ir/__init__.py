@@ -1,5 +1,6 @@
 """The graph IR: Graph, Node and the op specs (shape, params, multiply-adds)."""
 
+from archc.ir import fused  # noqa: F401  (registers the fused ops)
 from archc.ir.graph import Graph, LintError, Node
 from archc.ir.ops import LAYERS, OPS, OpProblem, OpSpec
 

@@ -115,6 +115,32 @@ class Graph:
         del self._order[name]
         self._sorted = None
 
+    def rewrite(self, name: str, op: str, inputs: tuple[str, ...] | list[str], attrs: dict[str, Any]) -> Node:
+        """Turn node `name` into another op in place (same name, so its module name stays).
+
+        The new op's shape must equal the old one's: users keep reading the same value.
+
+        Raises:
+            LintError: an input is missing or the shape would change.
+        """
+        node = self.node(name)
+        spec = OPS[op]
+        ins = [self.node(i).shape for i in inputs]
+        shape = tuple(spec.infer(attrs, ins))
+        if shape != node.shape:
+            raise LintError(f"rewrite of {name!r} changes its shape {node.shape} -> {shape}")
+        for src, _, key in list(self._g.in_edges(name, keys=True)):
+            self._g.remove_edge(src, name, key=key)
+        for slot, src in enumerate(inputs):
+            if src not in self._g:
+                raise LintError(f"rewrite of {name!r}: no input {src!r}")
+            self._g.add_edge(src, name, key=slot)
+        node.op, node.inputs, node.attrs = op, tuple(inputs), attrs
+        node.params = spec.params(attrs, ins, shape)
+        node.macs = spec.macs(attrs, ins, shape)
+        self._sorted = None
+        return node
+
     def replace_all_uses(self, old: str, new: str) -> None:
         """Make every user of `old` (and the outputs) read `new` instead."""
         for user in self.users(old):
@@ -206,7 +232,7 @@ class Graph:
             spec = OPS.get(node.op)
             if spec is None:
                 raise LintError(f"{node.name}: unknown op {node.op!r}")
-            if len(node.inputs) != spec.arity:
+            if len(node.inputs) not in (spec.arity if isinstance(spec.arity, tuple) else (spec.arity,)):
                 raise LintError(f"{node.name}: {node.op} takes {spec.arity} inputs, has {len(node.inputs)}")
             edges = sorted((k, u) for u, keys in pred[node.name].items() for k in keys)
             if edges != list(enumerate(node.inputs)):

@@ -38,14 +38,15 @@ class OpProblem(Exception):
 def _pair(v: Any, name: str, minimum: int) -> tuple[int, int]:
     if isinstance(v, bool) or not isinstance(v, (int, tuple)):
         raise OpProblem(f"'{name}' must be an integer or a KxK pair, got {describe(v)}", attr=name)
+    given = v  # quoted as the user wrote it: `/0`, not 0x0
     if isinstance(v, int):
         v = (v, v)
     if len(v) != 2:
         raise OpProblem(f"'{name}' must have two dimensions (like 3x3), got {describe(v)}", attr=name)
     if min(v) < minimum:
-        raise OpProblem(f"'{name}' must be >= {minimum}, got {describe(v)}", attr=name)
+        raise OpProblem(f"'{name}' must be >= {minimum}, got {describe(given)}", attr=name)
     if max(v) > MAX_DIM:
-        raise OpProblem(f"'{name}' is too large: {describe(v)}", attr=name)
+        raise OpProblem(f"'{name}' is too large: {describe(given)}", attr=name)
     return (int(v[0]), int(v[1]))
 
 
@@ -95,7 +96,15 @@ KINDS: dict[str, Callable[[Any, str], Any]] = {
     "dilation": lambda v, n: _pair(v, n, 1),
     "eps": _float_in(0.0, 1.0),
     "momentum": _float_in(0.0, 1.0),
+    "act": lambda v, n: _choice(v, n, ("none", "relu")),
+    "name": lambda v, n: v if v is None or isinstance(v, str) else _choice(v, n, ()),
 }
+
+
+def _choice(v: Any, name: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(v, str) or v not in allowed:
+        raise OpProblem(f"'{name}' must be one of {', '.join(allowed)}, got {describe(v)}", attr=name)
+    return str(v)
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,7 @@ class OpSpec:
     name: str
     attrs: dict[str, tuple[str, Any]]
     positional: tuple[str, ...]
-    arity: int
+    arity: int | tuple[int, ...]  # a tuple lists every allowed input count
     infer: Callable[[dict, list[Shape]], Shape]
     params: Callable[[dict, list[Shape], Shape], int] = lambda a, i, o: 0
     macs: Callable[[dict, list[Shape], Shape], int] = lambda a, i, o: 0
@@ -301,7 +310,7 @@ OPS: dict[str, OpSpec] = {
         ),
         OpSpec(
             "bn",
-            {"eps": ("eps", 1e-5), "momentum": ("momentum", 0.1)},
+            {"eps": ("eps", 1e-5), "momentum": ("momentum", 0.1), "track_running_stats": ("bool", True)},
             (),
             1,
             _bn_infer,

@@ -87,12 +87,25 @@ class Lowering:
         args.append(f"bias={a['bias']}")
         return f"nn.Conv2d({', '.join(args)})", f"{{m}}({ins[0]})"
 
-    def bn(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+    def _bn_module(self, n: Node) -> str:
         a = n.attrs
-        extra = "".join(
-            f", {k}={a[k]!r}" for k, d in (("eps", 1e-5), ("momentum", 0.1)) if a[k] != d
-        )
-        return f"nn.BatchNorm2d({self._in(n)[0]}{extra})", f"{{m}}({ins[0]})"
+        extra = "".join(f", {k}={a[k]!r}" for k, d in (("eps", 1e-5), ("momentum", 0.1)) if a[k] != d)
+        if not a["track_running_stats"]:
+            extra += ", track_running_stats=False"
+        return f"nn.BatchNorm2d({self._in(n)[0]}{extra})"
+
+    def bn(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        return self._bn_module(n), f"{{m}}({ins[0]})"
+
+    def bn_act(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        # in place on the BN output: BN's backward keeps its input, not its output
+        expr = f"{{m}}({ins[0]})" + (f".add_({ins[1]})" if n.attrs["residual"] else "")
+        return self._bn_module(n), f"torch.relu_({expr})"
+
+    def fused_conv(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        ctor, _ = self.conv(n, ins)
+        expr = f"{{m}}({ins[0]})" + (f".add_({ins[1]})" if n.attrs["residual"] else "")
+        return ctor, f"torch.relu_({expr})" if n.attrs["act"] == "relu" else expr
 
     def relu(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         if n.labelled:
@@ -238,8 +251,13 @@ def generate(graph: Graph, origin: str = "a spec") -> tuple[str, str]:
     src += f'    """{summary}."""\n\n'
     src += "    def __init__(self) -> None:\n        super().__init__()\n"
     src += "\n".join(init) + "\n" if init else ""
-    src += "        init_weights(self)\n\n"
-    src += "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+    src += "        init_weights(self)\n"
+    channels_last = graph.meta.get("memory_format") == "channels_last"
+    if channels_last:
+        src += "        self.to(memory_format=torch.channels_last)\n"
+    src += "\n    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+    if channels_last:
+        src += "        x = x.contiguous(memory_format=torch.channels_last)  # NCHW in, converted once\n"
     src += "\n".join(fwd) + "\n" if fwd else ""
     src += f"        return {ret}\n"
     return src, cls

@@ -9,7 +9,7 @@ from archc.errors import ArchcError, UnknownNameError
 
 
 def graph(spec: str, **overrides: str):
-    return build(spec, lower=False, overrides=overrides).graph
+    return build(spec, lower=False, passes=[], overrides=overrides).graph
 
 
 def names(spec: str) -> list[str]:
@@ -98,14 +98,14 @@ def test_conditional_expressions_and_floats() -> None:
 
 
 def test_option_a_shortcut_structure() -> None:
-    g = build("specs/cifar/resnet20.arch", lower=False).graph
+    g = build("specs/cifar/resnet20.arch", lower=False, passes=[]).graph
     assert [n.op for n in g.nodes() if n.name.startswith("layer2.0.downsample.")] == ["subsample", "pad"]
     assert not [n for n in g.nodes() if n.name.startswith("layer1.0.downsample.")]  # identity
 
 
 def test_plain_nets_have_no_adds_and_option_c_projects_every_block() -> None:
-    assert not [n for n in build("specs/plain18.arch", lower=False).graph.nodes() if n.op == "add"]
-    g = build("specs/resnet18.arch", lower=False, overrides={"shortcut": "C"}).graph
+    assert not [n for n in build("specs/plain18.arch", lower=False, passes=[]).graph.nodes() if n.op == "add"]
+    g = build("specs/resnet18.arch", lower=False, passes=[], overrides={"shortcut": "C"}).graph
     assert len([n for n in g.nodes() if n.name.endswith("downsample.0")]) == 8
 
 
@@ -114,7 +114,7 @@ def test_use_resolves_relative_to_the_file(tmp_path) -> None:
     (tmp_path / "lib" / "base.arch").write_text("block b(c) { conv(3x3, c) }\n")
     (tmp_path / "lib" / "more.arch").write_text('use "base.arch"\nblock bb(c) { b(c) b(c) }\n')
     (tmp_path / "net.arch").write_text('use "lib/more.arch"\nuse "lib/base.arch"\nnet n() { input 3x8x8 x: bb(5) }\n')
-    g = build(tmp_path / "net.arch", lower=False).graph
+    g = build(tmp_path / "net.arch", lower=False, passes=[]).graph
     assert [n.name for n in g.nodes()] == ["input", "x.conv", "x.conv_1"]
     assert g.node("x.conv").loc == "lib/base.arch:1:14"
 

@@ -116,7 +116,7 @@ def test_dumps_are_deterministic_across_builds() -> None:
 
 
 def test_stages_sum_to_totals() -> None:
-    g = build("specs/resnet34.arch", lower=False).graph
+    g = build("specs/resnet34.arch", lower=False, passes=[]).graph
     rows = g.stages()
     assert [r["name"] for r in rows][:5] == ["conv1", "bn1", "relu", "maxpool", "layer1"]
     assert sum(r["params"] for r in rows) == g.params()
@@ -125,7 +125,7 @@ def test_stages_sum_to_totals() -> None:
 
 
 def test_text_dump_shows_ops_attrs_and_shapes() -> None:
-    text = build("specs/cifar/resnet20.arch", lower=False).graph.dump_text()
+    text = build("specs/cifar/resnet20.arch", lower=False, passes=[]).graph.dump_text()
     assert "%conv1 = conv(%input) {bias=false, dilation=1x1, groups=1, kernel=3x3, out=16" in text
     assert "%layer2.0.downsample.subsample = subsample(%layer1.2.relu_1) {stride=2x2} : 16x16x16" in text
     assert "%layer2.0.downsample.pad = pad(%layer2.0.downsample.subsample) {out=32} : 32x16x16" in text
