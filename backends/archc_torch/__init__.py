@@ -8,23 +8,44 @@ from typing import Any
 
 from archc.errors import BackendError
 from archc.ir import Graph
-from archc_torch.codegen import class_name, generate
+from archc_torch.codegen import Lowering, class_name, generate
 
-__all__ = ["TorchBackend", "class_name", "generate"]
+__all__ = ["Lowering", "TorchBackend", "check_names", "class_name", "generate", "instantiate"]
 __version__ = "0.1.0"
 
 _counter = itertools.count()
-# torch.nn.Module attributes a layer name must not shadow
-_RESERVED = None
+_reserved: set[str] = set()
 
 
-def _reserved() -> set[str]:
-    global _RESERVED
-    if _RESERVED is None:
+def check_names(graph: Graph) -> None:
+    """Refuse layer names that torch.nn.Module reserves (`training`, `forward`, ...).
+
+    Raises:
+        BackendError: naming the layer and where the spec gave it.
+    """
+    if not _reserved:
         import torch
 
-        _RESERVED = set(dir(torch.nn.Module()))
-    return _RESERVED
+        _reserved.update(dir(torch.nn.Module()))
+    for node in graph.nodes():
+        for part in node.name.split("."):
+            if part in _reserved:
+                raise BackendError(
+                    f"layer name '{part}' ({node.name}, at {node.loc}) is reserved by torch.nn.Module",
+                    hint="rename the layer or block label",
+                )
+
+
+def instantiate(src: str, cls: str, graph_name: str) -> Any:
+    """Execute generated source and return an instance of its class `cls`."""
+    filename = f"<archc:{graph_name}:{next(_counter)}>"
+    # let tracebacks and inspect.getsource show the generated lines
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    namespace: dict[str, Any] = {"__name__": f"archc_generated_{graph_name}"}
+    exec(compile(src, filename, "exec"), namespace)
+    module = namespace[cls]()
+    module.archc_source = src
+    return module
 
 
 class TorchBackend:
@@ -45,20 +66,6 @@ class TorchBackend:
         """
         if options:
             raise BackendError(f"the torch backend has no option(s) {', '.join(sorted(options))}")
-        reserved = _reserved()
-        for node in graph.nodes():
-            for part in node.name.split("."):
-                if part in reserved:
-                    raise BackendError(
-                        f"layer name '{part}' ({node.name}, at {node.loc}) is reserved by torch.nn.Module",
-                        hint="rename the layer or block label",
-                    )
+        check_names(graph)
         src, cls = generate(graph, origin)
-        filename = f"<archc:{graph.name}:{next(_counter)}>"
-        # let tracebacks and inspect.getsource show the generated lines
-        linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-        namespace: dict[str, Any] = {"__name__": f"archc_generated_{graph.name}"}
-        exec(compile(src, filename, "exec"), namespace)
-        module = namespace[cls]()
-        module.archc_source = src
-        return module
+        return instantiate(src, cls, graph.name)

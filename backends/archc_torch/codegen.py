@@ -19,7 +19,7 @@ HEADER = '''\
 import torch
 import torch.nn.functional as F
 from torch import nn
-
+{imports}
 
 class Scope(nn.Module):
     """A named group of layers: a block, a stage or a repeat of the spec."""
@@ -185,17 +185,24 @@ class _Names:
         return name
 
 
-def generate(graph: Graph, origin: str = "a spec") -> tuple[str, str]:
+def generate(
+    graph: Graph,
+    origin: str = "a spec",
+    lowering: type[Lowering] = Lowering,
+    imports: tuple[str, ...] = (),
+) -> tuple[str, str]:
     """Write the module's Python source.
 
     Args:
         graph: a linted graph.
         origin: where the spec came from, for the header comment.
+        lowering: the per-op lowering (other backends subclass Lowering).
+        imports: extra import lines the lowering's constructors need.
 
     Returns:
         (source text, class name).
     """
-    low = Lowering(graph)
+    low = lowering(graph)
     cls = class_name(graph.name)
     nodes = graph.nodes()
     names = _Names({"self", "x", "torch", "nn", "F", "Scope", "init_weights", cls})
@@ -246,7 +253,7 @@ def generate(graph: Graph, origin: str = "a spec") -> tuple[str, str]:
 
     shape = "x".join(map(str, graph.input.shape))
     summary = f"{graph.name}: {graph.params():,} parameters, {graph.macs() / 1e9:.2f} GMACs per {shape} input"
-    src = HEADER.format(origin=origin, summary=summary)
+    src = HEADER.format(origin=origin, summary=summary, imports="".join(f"{line}\n" for line in imports))
     src += f"\nclass {cls}(nn.Module):\n"
     src += f'    """{summary}."""\n\n'
     src += "    def __init__(self) -> None:\n        super().__init__()\n"

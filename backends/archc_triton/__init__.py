@@ -1,0 +1,105 @@
+"""The triton backend: Triton kernels for fused BN(+add)+ReLU (train) and conv epilogues (eval).
+
+Everything the kernels do not cover lowers exactly as in the torch backend; only
+`bn_act` and `fused_conv` nodes become Triton-backed modules, which keep the
+parameter and buffer names of nn.BatchNorm2d / nn.Conv2d so checkpoints move
+freely between backends.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from archc.errors import BackendError
+from archc.ir import Graph, Node
+from archc_torch import Lowering, check_names, generate, instantiate
+
+__version__ = "0.1.0"
+__all__ = ["TritonBackend", "TritonLowering", "BNAct", "FusedConv"]
+
+
+def _pair(v: Any) -> str:
+    a, b = v
+    return str(a) if a == b else f"({a}, {b})"
+
+
+class TritonLowering(Lowering):
+    """Lower the fused ops to the Triton-backed modules of this package."""
+
+    def bn_act(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        a = n.attrs
+        ctor = (
+            f"archc_triton.BNAct({self._in(n)[0]}, eps={a['eps']!r}, momentum={a['momentum']!r}, "
+            f"track_running_stats={a['track_running_stats']}, residual={a['residual']})"
+        )
+        return ctor, f"{{m}}({', '.join(ins)})"
+
+    def fused_conv(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        a = n.attrs
+        ctor = (
+            f"archc_triton.FusedConv({self._in(n)[0]}, {a['out']}, {_pair(a['kernel'])}, "
+            f"stride={_pair(a['stride'])}, padding={_pair(a['padding'])}, dilation={_pair(a['dilation'])}, "
+            f"groups={a['groups']}, act={a['act']!r}, residual={a['residual']})"
+        )
+        return ctor, f"{{m}}({', '.join(ins)})"
+
+
+def require_device() -> None:
+    """Refuse to run without a GPU, unless Triton's CPU interpreter is switched on.
+
+    Raises:
+        BackendError: no CUDA device and TRITON_INTERPRET is not 1, or triton is missing.
+    """
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        raise BackendError(
+            "the triton backend needs the triton package",
+            hint="pip install triton (or use --backend torch)",
+        ) from None
+    import torch
+
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        raise BackendError(
+            "the triton backend needs a CUDA GPU, and this machine has none",
+            hint="use --backend torch on CPU; set TRITON_INTERPRET=1 to run the kernels "
+            "in Triton's (slow) CPU interpreter for testing",
+        )
+
+
+class TritonBackend:
+    """Lower a graph with Triton kernels for the fused ops (GPU, or the CPU interpreter)."""
+
+    name = "triton"
+    version = __version__
+
+    def source(self, graph: Graph, origin: str = "a spec") -> str:
+        """Python source of the module; it imports torch and archc_triton."""
+        return generate(graph, origin, TritonLowering, ("import archc_triton",))[0]
+
+    def lower(self, graph: Graph, origin: str = "a spec", **options: Any) -> Any:
+        """Build the module with Triton-backed fused ops.
+
+        Raises:
+            BackendError: no GPU (and no interpreter), triton missing, or a reserved name.
+        """
+        if options:
+            raise BackendError(f"the triton backend has no option(s) {', '.join(sorted(options))}")
+        require_device()
+        check_names(graph)
+        src, cls = generate(graph, origin, TritonLowering, ("import archc_triton",))
+        return instantiate(src, cls, graph.name)
+
+
+def __getattr__(name: str) -> Any:
+    # the modules import triton; load them only when a generated module needs them
+    if name == "BNAct":
+        from archc_triton.bn_act import BNAct
+
+        return BNAct
+    if name == "FusedConv":
+        from archc_triton.conv import FusedConv
+
+        return FusedConv
+    raise AttributeError(f"module 'archc_triton' has no attribute {name!r}")
