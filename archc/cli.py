@@ -40,6 +40,7 @@ def _summary(b: Any) -> dict[str, Any]:
         "name": g.name,
         "spec": b.origin,
         "backend": b.backend,
+        "mode": b.mode,
         "params": g.params(),
         "macs": g.macs(),
         "nodes": len(g),
@@ -76,7 +77,9 @@ def _print_table(s: dict[str, Any]) -> None:
     console.print(table)
     t = s["timings_ms"]
     phases = "  ".join(f"{k} {v:.1f} ms" for k, v in t.items())
-    console.print(f"{s['nodes']} nodes, backend {s['backend']}; {phases}; total {sum(t.values()):.1f} ms")
+    passes = ", ".join(f"{p['name']} ({p['changes']})" for p in s["passes"]) or "none"
+    console.print(f"{s['nodes']} nodes, backend {s['backend']}, mode {s['mode']}; passes: {passes}")
+    console.print(f"{phases}; total {sum(t.values()):.1f} ms")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,6 +103,13 @@ def main() -> None:
 @click.option("--init", "write_init", is_flag=True, help="With -o: also write freshly initialised weights.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --init weights.")
 @click.option("--backend", default="torch", show_default=True, help="Backend plugin to lower with.")
+@click.option(
+    "--mode",
+    type=click.Choice(["train", "eval"]),
+    default="train",
+    show_default=True,
+    help="Pass pipeline: train keeps every parameter name; eval folds BN and fuses ops.",
+)
 @click.option("--passes", default=None, help="Comma-separated pass pipeline (default: the standard one).")
 @click.option("--dump-after", "dump_after", multiple=True, metavar="PASS", help="Print the IR after PASS.")
 def build(
@@ -110,6 +120,7 @@ def build(
     write_init: bool,
     seed: int,
     backend: str,
+    mode: str,
     passes: str | None,
     dump_after: tuple[str, ...],
 ) -> None:
@@ -120,6 +131,7 @@ def build(
       archc build specs/resnet50.arch --set stride_in_1x1=false
       archc build specs/cifar/resnet110.arch --json
       archc build specs/resnet18.arch -o out/ --init
+      archc build specs/resnet50.arch --mode eval --dump-after fuse_eval
     """
     from archc.api import build as do_build
 
@@ -131,7 +143,14 @@ def build(
 
             torch.manual_seed(seed)  # before lowering, so the initial weights are reproducible
         pipeline = None if passes is None else [p.strip() for p in passes.split(",") if p.strip()]
-        b = do_build(spec, backend=backend, overrides=_parse_sets(sets), passes=pipeline, dump_after=list(dump_after))
+        b = do_build(
+            spec,
+            backend=backend,
+            mode=mode,
+            overrides=_parse_sets(sets),
+            passes=pipeline,
+            dump_after=list(dump_after),
+        )
         summary = _summary(b)
         if out is not None:
             summary["files"] = _write_outputs(b, out, write_init, seed)

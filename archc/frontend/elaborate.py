@@ -23,7 +23,7 @@ from archc.errors import (
 )
 from archc.frontend import ast
 from archc.frontend.loader import BUILTIN_VARIABLES, Program
-from archc.frontend.parser import body_labels
+from archc.frontend.parser import KEYWORDS, body_labels
 from archc.frontend.values import Evaluator, Symbol, Value, parse_value, same_type, type_name
 from archc.ir import LAYERS, OPS, Graph, OpProblem
 from archc.ir.ops import MAX_DIM, REQUIRED, describe
@@ -87,6 +87,7 @@ class Elaborator:
         self.cur = ""
         self.stack: list[str] = []
         self._locs: dict[int, str] = {}
+        self._label_cache: dict[int, frozenset[str]] = {}
         self.steps = 0
 
     # --- entry
@@ -98,7 +99,7 @@ class Elaborator:
         """
         net = self.program.net
         env = self._net_env(net, overrides or {})
-        ns = _Namespace("", set(net.labels))
+        ns = _Namespace("", set(self._labels(net.body)))
         stmts = list(net.body)
         # nothing may come before `input` (an `if` there used to be skipped silently)
         first = stmts[0] if stmts else None
@@ -111,7 +112,8 @@ class Elaborator:
         shape = self._input_shape(first, env)
         self.cur = self.graph.add_node("input", "input", (), {"shape": shape}, shape, loc=self._loc(first.loc)).name
         ns.used["input"] = first.loc
-        scope = _Scope(ns, env, self.cur)
+        scope = _Scope(ns, dict(env), self.cur)
+        self._bind_input(scope.env)
         try:
             self._body(stmts[stmts.index(first) + 1 :], scope)
         except RecursionError:
@@ -253,6 +255,8 @@ class Elaborator:
                 s.count.loc,
                 hint="a network this deep is almost surely a typo",
             )
+        if s.var in KEYWORDS:
+            raise UnknownNameError(f"'{s.var}' is a keyword and cannot count a repeat", s.loc)
         if s.var in BUILTIN_VARIABLES:
             raise UnknownNameError(
                 f"'{s.var}' is a built-in variable and cannot count a repeat",
@@ -263,7 +267,7 @@ class Elaborator:
             group = _Namespace(scope.ns.prefix + scope.ns.take(s.label, "repeat", s.label_loc or s.loc) + ".", set())
         else:
             group = scope.ns
-        labels = body_labels(s.body)
+        labels = self._labels(s.body)
         for i in range(n):
             self._step(s.count.loc)
             before = len(self.graph)
@@ -285,6 +289,22 @@ class Elaborator:
                     s.count.loc,
                     hint="check the repeat count",
                 )
+
+    def _labels(self, body: tuple[ast.Stmt, ...]) -> frozenset[str]:
+        """Labels a body puts in its namespace, including those of blocks it calls unlabelled.
+
+        Auto-names must avoid all of them, also the ones a later transparent call brings.
+        """
+        key = id(body)
+        if key not in self._label_cache:
+            self._label_cache[key] = frozenset()  # a recursive block: its own labels are enough
+            out = set(body_labels(body))
+            for call in _unlabelled_calls(body):
+                block = self.program.blocks.get(call.name)
+                if block is not None:
+                    out |= self._labels(block.body)
+            self._label_cache[key] = frozenset(out)
+        return self._label_cache[key]
 
     def _bind_input(self, env: dict[str, Value]) -> None:
         shape = self.graph.node(self.cur).shape
@@ -365,11 +385,11 @@ class Elaborator:
         self._bind_input(env)
         if s.label is not None:
             local = scope.ns.take(s.label, s.name, s.label_loc or s.loc)
-            ns = _Namespace(scope.ns.prefix + local + ".", set(block.labels))
+            ns = _Namespace(scope.ns.prefix + local + ".", set(self._labels(block.body)))
         else:
             # an unlabelled call is transparent: its layers join the caller's names
             ns = scope.ns
-            ns.labels |= block.labels
+            ns.labels |= self._labels(block.body)
         self.stack.append(block.name)
         try:
             self._body(block.body, _Scope(ns, env, self.cur))
@@ -432,6 +452,20 @@ class Elaborator:
                     hint=_block_signature(block),
                 )
         return env
+
+
+def _unlabelled_calls(body: tuple[ast.Stmt, ...]) -> list[ast.Call]:
+    """Unlabelled calls whose layers land in this body's namespace (through if/add, not repeat)."""
+    out: list[ast.Call] = []
+    for s in body:
+        if isinstance(s, ast.Call) and s.label is None:
+            out.append(s)
+        elif isinstance(s, ast.If):
+            for _, branch in s.branches:
+                out += _unlabelled_calls(branch)
+        elif isinstance(s, ast.Add):
+            out += _unlabelled_calls(s.branch)
+    return out
 
 
 def _signature(op: str) -> str:

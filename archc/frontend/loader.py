@@ -8,7 +8,7 @@ from pathlib import Path
 
 from archc.errors import ArchcError, Loc, UnknownNameError, UseError
 from archc.frontend import ast
-from archc.frontend.parser import parse
+from archc.frontend.parser import KEYWORDS, parse
 from archc.ir.ops import LAYERS
 
 # Symbols every spec may use: the paper's shortcut options and "none" (plain nets).
@@ -19,8 +19,17 @@ BUILTIN_VARIABLES = frozenset({"in_channels", "in_height", "in_width", "in_featu
 
 def check_params(params: tuple[ast.Param, ...]) -> None:
     """Refuse a parameter list that repeats a name or uses a built-in variable's name."""
+    names = {p.name for p in params}
     seen: set[str] = set()
     for p in params:
+        if isinstance(p.default, ast.Name) and p.default.id in names:
+            raise UnknownNameError(
+                f"the default of '{p.name}' names the parameter '{p.default.id}'",
+                p.default.loc,
+                hint="defaults are constants (a bare name there is a symbol); pass the value at the call instead",
+            )
+        if p.name in KEYWORDS:
+            raise UnknownNameError(f"'{p.name}' is a keyword and cannot name a parameter", p.loc)
         if p.name in seen:
             raise UnknownNameError(f"parameter '{p.name}' is declared twice", p.loc)
         if p.name in BUILTIN_VARIABLES:
@@ -108,6 +117,8 @@ class _Loader:
         return module
 
     def add_block(self, block: ast.Block) -> None:
+        if block.name in KEYWORDS:
+            raise UnknownNameError(f"'{block.name}' is a keyword and cannot name a block", block.loc)
         if block.name in LAYERS or block.name in ("add", "input"):
             raise UnknownNameError(
                 f"block '{block.name}' has the name of a built-in layer",

@@ -38,6 +38,12 @@ _TERMINAL_WORDS = {
 }
 
 
+# the grammar's reserved words: a name spelled like one would be unreachable
+KEYWORDS = frozenset(
+    ["use", "block", "net", "input", "repeat", "as", "if", "elif", "else", "add", "and", "or", "not", "true", "false"]
+)
+
+
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
     return Lark(

@@ -136,3 +136,43 @@ def test_net_parameters_need_defaults() -> None:
     with pytest.raises(ArchcError, match="has no default") as e:
         build("net n(width) { input 3x8x8 }", lower=False)
     assert (e.value.loc.line, e.value.loc.col) == (1, 7)
+
+
+def test_keywords_match_the_grammar() -> None:
+    import re
+    from pathlib import Path
+
+    from archc.frontend.parser import KEYWORDS
+
+    grammar = (Path(__file__).resolve().parents[2] / "archc/frontend/grammar.lark").read_text()
+    assert set(re.findall(r'"([a-z_]+)"', grammar)) == KEYWORDS
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("block repeat() { relu }\nnet n() { input 3x8x8 }", "keyword and cannot name a block"),
+        ("block b(as=1) { relu }\nnet n() { input 3x8x8 }", "keyword and cannot name a parameter"),
+        ("block b(a=1, c=a) { relu }\nnet n() { input 3x8x8 }", "names the parameter 'a'"),
+    ],
+)
+def test_unreachable_names_are_refused(spec: str, message: str) -> None:
+    with pytest.raises(UnknownNameError, match=message):
+        build(spec, lower=False)
+
+
+def test_auto_names_avoid_labels_of_blocks_called_later() -> None:
+    spec = """
+    block pair(c) { conv(3x3, c) relu: relu }
+    net n() {
+      input 3x8x8
+      relu
+      pair(8)
+    }
+    """
+    # the first relu must not take "relu", which the transparent call to pair labels
+    assert names(spec) == ["input", "relu_1", "conv", "relu"]
+
+
+def test_shape_builtins_at_net_level() -> None:
+    assert graph("net n() {\n input 3x8x8\n conv(1x1, 4 * in_channels)\n}\n").output.shape == (12, 8, 8)
