@@ -189,5 +189,8 @@ def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
     return files
 
 
+# Further commands live in archc/commands/, one module each, registered here.
+
+
 if __name__ == "__main__":
     main()

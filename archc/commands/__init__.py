@@ -1,0 +1,1 @@
+"""CLI subcommands beyond `build`, one module each; archc.cli registers them."""
