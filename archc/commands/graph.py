@@ -1,0 +1,124 @@
+"""`archc graph`: draw a spec's graph IR as DOT, SVG or PNG (Fig. 3 style labels)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import click
+
+from archc.errors import ArchcError
+
+FORMATS = (".dot", ".gv", ".svg", ".png")
+
+
+def _check_output(out: Path) -> str:
+    """The output format from the suffix of `out`; for svg/png, check that `dot` is installed.
+
+    Raises:
+        ArchcError: an unknown suffix, or no graphviz `dot` to render with.
+    """
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise ArchcError(
+            f"cannot tell the output format of '{out}' (suffix '{suffix or 'none'}')",
+            hint="name the output NAME.svg, NAME.png or NAME.dot (DOT text, needs no graphviz)",
+        )
+    if suffix in (".svg", ".png") and shutil.which("dot") is None:
+        raise ArchcError(
+            f"writing {suffix} needs graphviz's 'dot' program, which is not on PATH",
+            hint=f"install it (Debian/Ubuntu: apt-get update && apt-get install -y graphviz), "
+            f"or write DOT text instead: -o {out.with_suffix('.dot')}",
+        )
+    return "dot" if suffix == ".gv" else suffix[1:]
+
+
+def _write(text: str, out: Path, fmt: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "dot":
+        out.write_text(text, encoding="utf-8")
+        return
+    dot = shutil.which("dot") or "dot"
+    proc = subprocess.run([dot, f"-T{fmt}", "-o", str(out)], input=text.encode(), capture_output=True, check=False)
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+        raise ArchcError(f"graphviz 'dot' failed to write {out}: {msg}", hint="write DOT text with -o NAME.dot")
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file; its suffix picks the format: .svg, .png (need graphviz) or .dot.",
+)
+@click.option(
+    "--depth",
+    type=click.Choice(["stage", "block", "layer"]),
+    default="layer",
+    show_default=True,
+    help="Draw every layer, one node per block instance (layer1.0), or one per stage (layer1).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["train", "eval"]),
+    default="train",
+    show_default=True,
+    help="Pass pipeline whose result is drawn: eval shows BN folded into fused convs.",
+)
+@click.option("--passes", default=None, help="Comma-separated pass pipeline (default: the mode's; '' for none).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
+def graph(
+    spec: Path,
+    out: Path,
+    depth: str,
+    mode: str,
+    passes: str | None,
+    sets: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Draw SPEC's graph, labelled like the paper's Fig. 3 ("3x3 conv, 128, /2").
+
+    Edges carry the output shape of their producer ("64x56x56"). With --mode eval,
+    fused ops are one node ("3x3 conv, 64 + bn + relu").
+
+    \b
+    Examples:
+      archc graph specs/resnet18.arch -o resnet18.svg
+      archc graph specs/resnet50.arch -o resnet50.png --depth block --mode eval
+      archc graph specs/resnet152.arch -o resnet152.dot --depth stage
+    """
+    from archc.api import build
+    from archc.cli import _fail, _parse_sets
+    from archc.viz import render
+    from archc.viz import view as make_view
+
+    try:
+        fmt = _check_output(out)
+        pipeline = None if passes is None else [p.strip() for p in passes.split(",") if p.strip()]
+        b = build(spec, mode=mode, overrides=_parse_sets(sets), passes=pipeline, lower=False)
+        v = make_view(b.graph, depth)
+        _write(render(v), out, fmt)
+    except ArchcError as err:
+        _fail(err)
+        return
+    summary = {
+        "name": b.graph.name,
+        "spec": b.origin,
+        "mode": mode,
+        "depth": depth,
+        "nodes": len(v.nodes),
+        "edges": len(v.edges),
+        "ir_nodes": len(b.graph),
+        "format": fmt,
+        "output": str(out),
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        click.echo(f"wrote {out} ({fmt}, {depth} depth: {len(v.nodes)} nodes, {len(v.edges)} edges)")
