@@ -168,7 +168,7 @@ def compile(
         spec: a `.arch` path or `.arch` text.
         backend: an installed backend name ("torch" by default).
         mode: "train" (default) or "eval" (BN folded into convs, fused ops; the module
-            is returned in eval mode).
+            is returned in eval mode with requires_grad off: it is for inference).
         overrides: net parameter values, like `--set key=value` (strings or values).
         weights: a state_dict or a checkpoint path, loaded with strict=True.
 
@@ -181,7 +181,10 @@ def compile(
     b = build(spec, backend=backend, mode=mode, overrides=overrides)
     if weights is not None:
         load_weights(b.module, weights, b.graph)
-    return b.module.eval() if mode == "eval" else b.module
+    if mode == "eval":
+        # an inference module: no autograd bookkeeping, so fused kernels take their fast path
+        return b.module.eval().requires_grad_(False)
+    return b.module
 
 
 __all__ = ["ArchcError", "Build", "build", "compile", "load_weights"]

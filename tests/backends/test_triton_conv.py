@@ -1,0 +1,221 @@
+"""archc_triton.FusedConv against the plain torch expression, in Triton's CPU interpreter.
+
+The kernels run on CPU tensors with TRITON_INTERPRET=1, which `triton.jit` reads when a
+kernel is decorated, so it is set before triton and the kernel module are imported (and
+again while these tests run, since the interpreter and `require_device` read it later); it
+is restored in between so other test modules see the environment they started with. Shapes
+are small because the interpreter is slow; sizes are not multiples of the block sizes.
+The `kernels_only` fixture makes a test fail if FusedConv took its torch fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+_PREVIOUS = os.environ.get("TRITON_INTERPRET")
+os.environ["TRITON_INTERPRET"] = "1"
+try:
+    pytest.importorskip("triton")
+    import torch.nn.functional as F  # noqa: E402
+
+    import archc  # noqa: E402
+    from archc.api import build  # noqa: E402
+    from archc_triton import conv as conv_mod  # noqa: E402
+    from archc_triton import conv_kernels  # noqa: E402
+    from archc_triton.conv import FusedConv  # noqa: E402
+finally:
+    if _PREVIOUS is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = _PREVIOUS
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+F32 = {"rtol": 1e-4, "atol": 1e-4}
+
+
+@pytest.fixture(autouse=True)
+def _interpret(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture
+def kernels_only(monkeypatch):
+    """Fail the test if FusedConv falls back to the torch expression instead of the kernels."""
+
+    def refuse(self, x, residual=None):
+        raise AssertionError("FusedConv took the torch fallback")
+
+    monkeypatch.setattr(FusedConv, "torch_forward", refuse)
+
+
+def test_interpreter_is_on():
+    # if another module imported the kernels first without the variable, they would be compiled for a GPU
+    assert conv_kernels.INTERPRETED, "archc_triton.conv_kernels was imported before TRITON_INTERPRET=1"
+    assert type(conv_kernels.conv1x1_gemm_kernel).__name__ == "InterpretedFunction"
+    assert type(conv_kernels.bias_act_kernel).__name__ == "InterpretedFunction"
+
+
+def reference(m: FusedConv, x: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
+    """act(F.conv2d(x, W, b) [+ r]) in float32, NCHW."""
+    w, b = m.weight.float(), m.bias.float()
+    y = F.conv2d(x.float(), w, b, m.stride, m.padding, m.dilation, m.groups)
+    if r is not None:
+        y = y + r.float()
+    return torch.relu(y) if m.act == "relu" else y
+
+
+def make(cin, cout, k, stride, padding, groups=1, act="relu", residual=False, dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    m = FusedConv(cin, cout, k, stride=stride, padding=padding, groups=groups, act=act, residual=residual)
+    with torch.no_grad():
+        m.bias.normal_()  # the default init gives a small bias; make it matter
+    return m.to(dtype)
+
+
+# (cin, cout, kernel, stride, padding, groups, H=W): none of the channel counts is a power of two
+CONVS = {
+    "1x1": (40, 20, 1, 1, 0, 1, 9),  # K = 40: two K steps of 32, the second masked
+    "1x1/2": (20, 12, 1, 2, 0, 1, 9),
+    "1x1/2-odd": (6, 18, 1, 2, 0, 1, 7),
+    "3x3": (12, 20, 3, 1, 1, 1, 7),
+    "3x3/2": (12, 20, 3, 2, 1, 1, 9),
+    "7x7/2": (3, 20, 7, 2, 3, 1, 9),
+    "3x3-grouped": (12, 18, 3, 1, 1, 3, 5),
+}
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+@pytest.mark.parametrize("act", ["relu", "none"])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_float32_matches_torch(name, act, residual, layout, kernels_only):
+    cin, cout, k, s, p, g, hw = CONVS[name]
+    m = make(cin, cout, k, s, p, g, act=act, residual=residual)
+    assert m.is_gemm == (k == 1)
+    x = torch.randn(2, cin, hw, hw)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    want_shape = F.conv2d(x, m.weight, None, s, p, 1, g).shape
+    r = torch.randn(want_shape) if residual else None  # NCHW residual: the module must cope
+    with torch.no_grad():
+        y = m(x, r) if residual else m(x)
+    assert y.shape == want_shape and y.dtype == torch.float32
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, reference(m, x, r), **F32)
+
+
+@pytest.mark.parametrize("name", ["1x1", "1x1/2", "3x3/2", "7x7/2"])
+def test_bfloat16(name, kernels_only):
+    cin, cout, k, s, p, g, hw = CONVS[name]
+    m = make(cin, cout, k, s, p, g, residual=True, dtype=torch.bfloat16)
+    x = torch.randn(2, cin, hw, hw, dtype=torch.bfloat16)
+    r = torch.randn(F.conv2d(x.float(), m.weight.float(), None, s, p).shape, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        y = m(x, r)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    want = reference(m, x, r)
+    # bf16 keeps 8 bits of mantissa: one rounding of the output (and, off the GEMM path, of the conv)
+    torch.testing.assert_close(y.float(), want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+
+
+def test_small_tiles_every_dimension_masked(monkeypatch, kernels_only):
+    """Force 16-wide tiles so M, N and K all span several tiles, each with a ragged last one,
+    and several GROUP_M groups of the grouped tile order (one of them short)."""
+    small = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2, num_warps=4, num_stages=1)
+    monkeypatch.setattr(conv_mod, "gemm_config", lambda *a: small)
+    monkeypatch.setattr(conv_mod, "epilogue_config", lambda *a: dict(BLOCK_M=16, BLOCK_C=16, num_warps=4))
+    for k, s, p in ((1, 1, 0), (1, 2, 0), (3, 1, 1)):
+        m = make(37, 35, k, s, p, residual=True, seed=k + s)  # K = 37, N = 35: 3 tiles each, last ragged
+        x = torch.randn(2, 37, 9, 8)  # M = 144 (stride 1) or 40 (stride 2)
+        r = torch.randn(F.conv2d(x, m.weight, None, s, p).shape)
+        with torch.no_grad():
+            y = m(x, r)
+        torch.testing.assert_close(y, reference(m, x, r), **F32)
+
+
+def test_state_dict_keys_are_conv2d_keys():
+    m = FusedConv(6, 10, 3, stride=2, padding=1, act="relu", residual=True)
+    conv = torch.nn.Conv2d(6, 10, 3, stride=2, padding=1, bias=True)
+    assert list(m.state_dict()) == list(conv.state_dict()) == ["weight", "bias"]
+    assert all(m.state_dict()[k].shape == v.shape for k, v in conv.state_dict().items())
+    m.load_state_dict(conv.state_dict(), strict=True)
+    assert isinstance(m, torch.nn.Conv2d)
+    assert "act='relu', residual=True" in repr(m)
+
+
+def test_residual_must_match_the_flag():
+    with pytest.raises(ValueError, match="residual=True was called without"):
+        FusedConv(4, 4, 1, residual=True)(torch.randn(1, 4, 3, 3))
+    with pytest.raises(ValueError, match="residual=False was called with"):
+        FusedConv(4, 4, 1)(torch.randn(1, 4, 3, 3), torch.randn(1, 4, 3, 3))
+    with pytest.raises(ValueError, match="act must be"):
+        FusedConv(4, 4, 1, act="gelu")
+    with torch.no_grad(), pytest.raises(ValueError, match="does not match the output"):
+        FusedConv(4, 4, 1, residual=True)(torch.randn(1, 4, 3, 3), torch.randn(1, 4, 2, 2))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_autograd_falls_back_to_torch(k):
+    """With autograd recording, forward is the differentiable torch expression: same values, same grads."""
+    m = make(6, 10, k, 2, k // 2, residual=True)
+    x = torch.randn(2, 6, 7, 7, requires_grad=True)
+    r = torch.randn(2, 10, 4, 4, requires_grad=True)
+    y = m(x, r)
+    assert y.grad_fn is not None and y.is_contiguous(memory_format=torch.channels_last)
+    y.square().sum().backward()
+    got = [t.grad.clone() for t in (x, r, m.weight, m.bias)]
+    for t in (x, r, m.weight, m.bias):
+        t.grad = None
+    reference(m, x, r).square().sum().backward()
+    for g, t in zip(got, (x, r, m.weight, m.bias)):
+        torch.testing.assert_close(g, t.grad, **F32)
+
+
+def randomise(model: torch.nn.Module, seed: int) -> None:
+    """Random conv/linear weights and random BN affine and running statistics (so folding matters)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                m.bias.copy_(0.2 * torch.randn(c, generator=g))
+                m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+            elif isinstance(m, torch.nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+
+
+@pytest.mark.parametrize(
+    "spec, overrides",
+    [
+        # option A shortcuts: every conv is 3x3 (cuDNN/ATen + epilogue), residuals padded views
+        ("cifar/resnet20.arch", {"input_size": "3x8x8"}),
+        # bottlenecks: 1x1 GEMMs with stride (stride_in_1x1) and fused residual, 7x7/2 stem, projections
+        ("resnet50.arch", {"input_size": "3x32x32", "num_classes": 10}),
+    ],
+)
+def test_end_to_end_matches_torch_backend_and_unoptimised(spec, overrides, kernels_only):
+    path = SPECS / spec
+    plain = build(path, passes=["dce"], overrides=overrides).module
+    randomise(plain, seed=7)
+    state = plain.state_dict()
+    plain.eval()
+    fused = archc.compile(path, backend="triton", mode="eval", weights=state, overrides=overrides)
+    eager = archc.compile(path, backend="torch", mode="eval", weights=state, overrides=overrides)
+    assert any(isinstance(m, FusedConv) for m in fused.modules())
+    shape = [int(v) for v in overrides["input_size"].split("x")]
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got, via_torch, want = fused(x), eager(x), plain(x)
+    scale = max(1.0, want.abs().max().item())
+    torch.testing.assert_close(got, via_torch, rtol=1e-4, atol=1e-4 * scale)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * scale)
