@@ -1,0 +1,249 @@
+"""BNAct: BatchNorm2d(+residual add)+ReLU in Triton kernels, a drop-in for the `bn_act` IR op.
+
+The module keeps nn.BatchNorm2d's parameters and buffers under the same names,
+shapes and dtypes, so a state_dict moves freely between the torch and triton
+backends. The autograd graph keeps only the BN input x (and the residual, the
+block input that is alive anyway) plus per-channel statistics: the backward
+recomputes x_hat and the pre-activation z = gamma*x_hat + beta (+ r) for the ReLU
+mask instead of storing the normalised activation or the output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from archc.errors import BackendError
+from archc_triton import bn_kernels
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """The [N*H*W, C] view of a channels_last-contiguous NCHW tensor."""
+    n, c, h, w = t.shape
+    return t.permute(0, 2, 3, 1).view(n * h * w, c)
+
+
+def _nchw(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[N*H*W, C] rows back to a channels_last NCHW tensor shaped like `like`."""
+    n, c, h, w = like.shape
+    return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+class _BNActFunction(torch.autograd.Function):
+    """relu(bn(x) [+ r]) with a backward that recomputes what it needs from x (and r)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        running_mean: torch.Tensor | None,
+        running_var: torch.Tensor | None,
+        batch_stats: bool,
+        update: bool,
+        factor: float,
+        eps: float,
+    ) -> torch.Tensor:
+        xr = _rows(x)
+        rr = None if residual is None else _rows(residual)
+        if batch_stats:
+            rm, rv = (running_mean, running_var) if update else (None, None)
+            mean, stat = bn_kernels.batch_stats(xr, eps, rm, rv, factor)
+        else:
+            mean, stat = running_mean, running_var
+        y = bn_kernels.forward(xr, rr, mean, stat, weight, bias, eps, from_var=not batch_stats)
+        if any(ctx.needs_input_grad[:4]):
+            if not batch_stats:
+                # a later train step updates the buffers in place; keep this step's values
+                mean, stat = mean.clone(), stat.clone()
+            ctx.save_for_backward(x, residual, weight, bias, mean, stat)
+        ctx.batch_stats = batch_stats
+        ctx.eps = eps
+        return _nchw(y, x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, residual, weight, bias, mean, stat = ctx.saved_tensors
+        need_x, need_r, need_w, need_b = ctx.needs_input_grad[:4]
+        dyr = _rows(dy.contiguous(memory_format=torch.channels_last))
+        dx, dr, dw, db = bn_kernels.backward(
+            _rows(x),
+            None if residual is None else _rows(residual),
+            dyr,
+            mean,
+            stat,
+            weight,
+            bias,
+            ctx.eps,
+            from_var=not ctx.batch_stats,
+            batch_stats=ctx.batch_stats,
+            need=(need_x, need_r, need_w or need_b),
+        )
+        return (
+            None if dx is None else _nchw(dx, x),
+            None if dr is None else _nchw(dr, x),
+            dw.to(weight.dtype) if need_w else None,
+            db.to(bias.dtype) if need_b else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+class BNAct(nn.Module):
+    """relu(BatchNorm2d(x) [+ residual]) in Triton kernels, with nn.BatchNorm2d's parameters and buffers.
+
+    Inputs may be NCHW or channels_last (NCHW inputs are converted once); the output is
+    channels_last in the input's dtype. Parameters and statistics stay float32 and all
+    arithmetic is float32, as nn.BatchNorm2d does for bfloat16 inputs.
+
+    Args:
+        num_features: C, the number of channels.
+        eps: added to the variance.
+        momentum: the running statistics' update factor; None for a cumulative average.
+        track_running_stats: keep running_mean/var/num_batches_tracked and use them in eval.
+        residual: the forward takes a second tensor added before the ReLU.
+        device: where the parameters and buffers live.
+        dtype: their dtype (float32 by default).
+    """
+
+    _version = 2  # nn.BatchNorm2d's state_dict version: num_batches_tracked is saved
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        track_running_stats: bool = True,
+        residual: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = True
+        self.track_running_stats = track_running_stats
+        self.residual = residual
+        self.weight = nn.Parameter(torch.empty(num_features, **kw))
+        self.bias = nn.Parameter(torch.empty(num_features, **kw))
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **kw))
+            self.register_buffer("running_var", torch.ones(num_features, **kw))
+            self.register_buffer(
+                "num_batches_tracked",
+                torch.tensor(0, dtype=torch.long, device=device),
+            )
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """Mean 0, variance 1, no batches tracked (as nn.BatchNorm2d)."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Weight 1, bias 0 and fresh running statistics (as nn.BatchNorm2d)."""
+        self.reset_running_stats()
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine=True, "
+            f"track_running_stats={self.track_running_stats}, residual={self.residual}"
+        )
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list,
+        unexpected_keys: list,
+        error_msgs: list,
+    ) -> None:
+        # as nn.BatchNorm2d: checkpoints from before num_batches_tracked existed still load
+        version = local_metadata.get("version", None)
+        key = prefix + "num_batches_tracked"
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            state_dict[key] = torch.tensor(0, dtype=torch.long, device=self.num_batches_tracked.device)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """relu(bn(x) [+ residual]).
+
+        Args:
+            x: an N x C x H x W tensor on a CUDA device (or on the CPU under TRITON_INTERPRET=1).
+            residual: a tensor of x's shape, given exactly when the module has residual=True.
+
+        Returns:
+            A channels_last tensor of x's shape and dtype.
+
+        Raises:
+            BackendError: x is on the CPU and Triton's interpreter is off.
+            ValueError: a wrong shape, a missing or unexpected residual, or a single value
+                per channel in training (as nn.BatchNorm2d).
+        """
+        if x.device.type == "cpu" and not bn_kernels.interpreting():
+            raise BackendError(
+                "BNAct runs Triton kernels, which need a CUDA GPU tensor; got a CPU tensor",
+                hint="move the model and its inputs to a GPU, use --backend torch, or set "
+                "TRITON_INTERPRET=1 to run the kernels in Triton's (slow) CPU interpreter",
+            )
+        if x.dim() != 4 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"BNAct({self.num_features}) expected an N x {self.num_features} x H x W input, "
+                f"got shape {tuple(x.shape)}"
+            )
+        if (residual is not None) != self.residual:
+            given = "with" if residual is not None else "without"
+            raise ValueError(f"BNAct has residual={self.residual} but was called {given} one")
+        if residual is not None and residual.shape != x.shape:
+            raise ValueError(f"BNAct residual shape {tuple(residual.shape)} does not match x {tuple(x.shape)}")
+        n, c, h, w = x.shape
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats and n * h * w == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
+        if x.numel() == 0:  # nothing to normalise; the statistics stay as they are
+            return torch.empty_like(x, memory_format=torch.channels_last)
+        update = self.training and self.track_running_stats
+        factor = 0.0
+        if update:
+            self.num_batches_tracked.add_(1)
+            # momentum=None is a cumulative average; 1/num_batches_tracked needs a host read
+            factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        x = x.contiguous(memory_format=torch.channels_last)
+        if residual is not None:
+            residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last)
+        return _BNActFunction.apply(
+            x,
+            residual,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            batch_stats,
+            update,
+            factor,
+            self.eps,
+        )

@@ -1,0 +1,304 @@
+"""The triton backend's BNAct against nn.BatchNorm2d + add + ReLU, in Triton's CPU interpreter."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import archc
+from archc.errors import BackendError
+
+# Triton picks the interpreter for its own library functions (tl.zeros, tl.sum) when
+# triton.language is first imported, so the variable has to be set before that import;
+# it is restored afterwards and set again per test by the `interpret` fixture, so the
+# rest of the session sees the environment it started with.
+_lang = sys.modules.get("triton.language")
+if _lang is not None and type(_lang.zeros).__name__ != "InterpretedFunction":
+    pytest.skip("triton was imported without TRITON_INTERPRET=1; run this file on its own", allow_module_level=True)
+_before = os.environ.get("TRITON_INTERPRET")
+os.environ["TRITON_INTERPRET"] = "1"
+try:
+    pytest.importorskip("triton")
+    from archc_triton import bn_kernels
+    from archc_triton.bn_act import BNAct
+finally:
+    if _before is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = _before
+
+SPEC = str(Path(__file__).resolve().parents[2] / "specs" / "cifar" / "resnet20.arch")
+SHAPES = [(2, 3, 5, 5), (4, 24, 1, 1), (3, 20, 7, 7)]
+
+
+@pytest.fixture(autouse=True)
+def interpret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the kernels on CPU tensors in Triton's interpreter."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def _pair(c: int, residual: bool, seed: int = 0, **kw) -> tuple[BNAct, nn.BatchNorm2d]:
+    """A BNAct and a BatchNorm2d with the same random affine parameters and running statistics."""
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(c, **kw)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(c, generator=g) + 0.5)
+        bn.bias.copy_(torch.rand(c, generator=g) - 0.5)
+        if bn.running_mean is not None:
+            bn.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+    m = BNAct(c, residual=residual, **kw)
+    m.load_state_dict(bn.state_dict())
+    return m, bn
+
+
+def _reference(bn: nn.BatchNorm2d, x: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
+    y = bn(x)
+    return torch.relu(y if r is None else y + r)
+
+
+def _inputs(shape: tuple[int, ...], layout: str, residual: bool, seed: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * 2 + 0.5
+    r = torch.randn(shape, generator=g) if residual else None
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+        r = None if r is None else r.contiguous(memory_format=torch.channels_last)
+    x = x.to(dtype).requires_grad_()
+    r = None if r is None else r.to(dtype).requires_grad_()
+    return x, r
+
+
+def _step(module: nn.Module, x: torch.Tensor, r: torch.Tensor | None, dy: torch.Tensor):
+    """Forward and backward on clones of the inputs: (y, dx, dr, dweight, dbias)."""
+    xc = x.detach().clone().requires_grad_()
+    rc = None if r is None else r.detach().clone().requires_grad_()
+    module.zero_grad()
+    y = module(xc, rc) if isinstance(module, BNAct) else _reference(module, xc, rc)
+    y.backward(dy)
+    return y.detach(), xc.grad, None if rc is None else rc.grad, module.weight.grad, module.bias.grad
+
+
+def _close(a: torch.Tensor | None, b: torch.Tensor | None, tol: float = 1e-5) -> None:
+    assert (a is None) == (b is None)
+    if a is not None:
+        torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol)
+
+
+def _assert_steps_match(m: BNAct, bn: nn.BatchNorm2d, x, r, dy) -> torch.Tensor:
+    ours = _step(m, x, r, dy)
+    ref = _step(bn, x, r, dy)
+    for a, b in zip(ours, ref, strict=True):
+        _close(a, b)
+    return ours[0]
+
+
+def _assert_stats_match(m: BNAct, bn: nn.BatchNorm2d) -> None:
+    _close(m.running_mean, bn.running_mean)
+    _close(m.running_var, bn.running_var)
+    assert int(m.num_batches_tracked) == int(bn.num_batches_tracked)
+
+
+def test_state_dict_is_batchnorm2d_s() -> None:
+    for kw in ({}, {"track_running_stats": False}):
+        bn, m = nn.BatchNorm2d(6, **kw), BNAct(6, **kw)
+        ours, theirs = m.state_dict(), bn.state_dict()
+        assert list(ours) == list(theirs)
+        for key, value in theirs.items():
+            assert ours[key].dtype == value.dtype and ours[key].shape == value.shape, key
+            torch.testing.assert_close(ours[key], value)  # reset: weight 1, bias 0, mean 0, var 1
+        assert [n for n, _ in m.named_parameters()] == [n for n, _ in bn.named_parameters()]
+        bn.load_state_dict(m.state_dict())
+        m.load_state_dict(bn.state_dict())
+
+
+def test_old_checkpoint_without_num_batches_tracked_loads() -> None:
+    state = nn.BatchNorm2d(4).state_dict()
+    del state["num_batches_tracked"]
+    state._metadata = {"": {"version": 1}}
+    m = BNAct(4)
+    m.load_state_dict(state)
+    assert int(m.num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_train_matches_batchnorm_add_relu(shape, residual: bool, layout: str) -> None:
+    m, bn = _pair(shape[1], residual, seed=1)
+    for step in range(2):
+        x, r = _inputs(shape, layout, residual, seed=10 + step)
+        dy = torch.randn(shape, generator=torch.Generator().manual_seed(20 + step))
+        y = _assert_steps_match(m, bn, x, r, dy)
+        assert y.dtype == x.dtype and y.is_contiguous(memory_format=torch.channels_last)
+        _assert_stats_match(m, bn)
+        assert m.num_batches_tracked.item() == step + 1
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_eval_matches_batchnorm_add_relu(residual: bool, layout: str) -> None:
+    shape = (3, 7, 4, 3)
+    m, bn = _pair(7, residual, seed=2)
+    m.eval()
+    bn.eval()
+    x, r = _inputs(shape, layout, residual, seed=3)
+    dy = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    _assert_steps_match(m, bn, x, r, dy)
+    _assert_stats_match(m, bn)
+    assert int(m.num_batches_tracked) == 0
+    with torch.no_grad():  # the inference path saves nothing
+        _close(m(x, r), _reference(bn, x, r))
+
+
+def test_eval_after_training_uses_the_running_statistics() -> None:
+    shape = (4, 5, 3, 3)
+    m, bn = _pair(5, True, seed=5)
+    for step in range(2):
+        x, r = _inputs(shape, "nchw", True, seed=step)
+        _assert_steps_match(m, bn, x, r, torch.ones(shape))
+    m.eval()
+    bn.eval()
+    x, r = _inputs(shape, "channels_last", True, seed=9)
+    _assert_steps_match(m, bn, x, r, torch.randn(shape))
+
+
+def test_without_running_stats_always_uses_the_batch() -> None:
+    shape = (2, 6, 3, 3)
+    m, bn = _pair(6, False, seed=6, track_running_stats=False)
+    for mode in (True, False):
+        m.train(mode)
+        bn.train(mode)
+        x, r = _inputs(shape, "nchw", False, seed=7)
+        _assert_steps_match(m, bn, x, r, torch.randn(shape))
+
+
+def test_cumulative_average_when_momentum_is_none() -> None:
+    shape = (2, 4, 3, 3)
+    m, bn = _pair(4, False, seed=8, momentum=None)
+    for step in range(2):
+        x, r = _inputs(shape, "nchw", False, seed=step)
+        _assert_steps_match(m, bn, x, r, torch.randn(shape))
+        _assert_stats_match(m, bn)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_bfloat16(layout: str) -> None:
+    shape = (2, 10, 4, 4)
+    m, bn = _pair(10, True, seed=11)
+    x, r = _inputs(shape, layout, True, seed=12, dtype=torch.bfloat16)
+    dy = torch.randn(shape).to(torch.bfloat16)
+    y, dx, dr, dw, db = _step(m, x, r, dy)
+    # the reference: float32 on the same (bf16-rounded) values
+    ry, rdx, rdr, rdw, rdb = _step(bn, x.float(), r.float(), dy.float())
+    assert y.dtype == dx.dtype == dr.dtype == torch.bfloat16
+    assert m.weight.grad.dtype == m.running_mean.dtype == torch.float32
+    for a, b in ((y, ry), (dx, rdx), (dr, rdr), (dw, rdw), (db, rdb)):
+        torch.testing.assert_close(a.float(), b, rtol=2e-2, atol=2e-2)
+    _close(m.running_mean, bn.running_mean, 1e-4)
+    _close(m.running_var, bn.running_var, 1e-4)
+
+
+def test_statistics_across_many_tiles_and_splits() -> None:
+    """Odd M and C, tiles dealt unevenly to splits, and a mean far larger than the spread."""
+    g = torch.Generator().manual_seed(13)
+    x = 1000 + torch.randn(203, 7, generator=g) * 0.01
+    dy = torch.randn(203, 7, generator=g)
+    v, mu = torch.var_mean(x.double(), dim=0, unbiased=False)
+    w, b = torch.rand(7, generator=g) + 0.5, torch.zeros(7)
+    for splits in (1, 3, 5):
+        rm, rv = torch.zeros(7), torch.ones(7)
+        mean, invstd = bn_kernels.batch_stats(x, 1e-5, rm, rv, 0.5, block_m=16, max_splits=splits)
+        torch.testing.assert_close(mean.double(), mu, rtol=1e-7, atol=0)
+        torch.testing.assert_close(invstd.double(), (v + 1e-5).rsqrt(), rtol=1e-5, atol=0)
+        torch.testing.assert_close(rv.double(), 0.5 + 0.5 * v * 203 / 202, rtol=1e-5, atol=0)
+        dx, _, dw, db = bn_kernels.backward(
+            x, None, dy, mean, invstd, w, b, 1e-5, False, True, (True, False, True), block_m=16, max_splits=splits
+        )
+        # reference in float64 from the formulas, with the kernel's own statistics
+        xh = (x.double() - mean.double()) * invstd.double()
+        dz = dy.double() * (xh * w.double() + b.double() > 0)
+        ref_dx = w.double() * invstd.double() * (dz - dz.mean(0) - xh * (dz * xh).mean(0))
+        torch.testing.assert_close(db.double(), dz.sum(0), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(dw.double(), (dz * xh).sum(0), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(dx.double(), ref_dx, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+def test_autograd_keeps_only_the_input_and_per_channel_statistics(residual: bool) -> None:
+    n, c, h, w = 4, 16, 6, 6
+    m, _ = _pair(c, residual)
+    x, r = _inputs((n, c, h, w), "channels_last", residual, seed=14)
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = m(x, r)
+    full = [t for t in saved if t.numel() == x.numel()]
+    small = [t for t in saved if t.numel() != x.numel()]
+    # x and the residual themselves (no copies), nothing of the normalised activation or the output
+    assert len(full) == (2 if residual else 1)
+    assert {t.data_ptr() for t in full} == {t.data_ptr() for t in (x, r) if t is not None}
+    assert all(t.numel() == c for t in small)
+    total = sum(t.numel() * t.element_size() for t in saved)
+    assert total <= sum(t.numel() * t.element_size() for t in (x, r) if t is not None) + 4 * c * 4
+    y.sum().backward()
+    assert x.grad is not None and m.weight.grad is not None
+
+
+def test_errors_match_batchnorm2d() -> None:
+    m = BNAct(3)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        m(torch.randn(1, 3, 1, 1))
+    with pytest.raises(ValueError, match="residual=False"):
+        m(torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2))
+    with pytest.raises(ValueError, match="N x 3 x H x W"):
+        m(torch.randn(2, 4, 2, 2))
+    assert int(m.num_batches_tracked) == 0
+    m.eval()
+    assert m(torch.randn(1, 3, 1, 1)).shape == (1, 3, 1, 1)  # eval needs no batch statistics
+
+
+def test_no_gpu_and_no_interpreter_is_a_backend_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BackendError, match="GPU"):
+        archc.compile(SPEC, backend="triton", overrides={"input_size": "3x8x8"})
+    with pytest.raises(BackendError, match="GPU"):
+        BNAct(3)(torch.randn(2, 3, 2, 2))
+
+
+def test_resnet20_triton_matches_torch() -> None:
+    torch.manual_seed(0)
+    ov = {"input_size": "3x8x8"}
+    ref = archc.compile(SPEC, backend="torch", mode="train", overrides=ov)
+    net = archc.compile(SPEC, backend="triton", mode="train", overrides=ov, weights=ref.state_dict())
+    assert list(net.state_dict()) == list(ref.state_dict())
+    assert sum(isinstance(mod, BNAct) for mod in net.modules()) == 19
+    x = torch.randn(4, 3, 8, 8)
+    target = torch.tensor([0, 3, 5, 9])
+    outs = []
+    for model in (net, ref):
+        out = model(x)
+        F.cross_entropy(out, target).backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)
+    grads = dict(ref.named_parameters())
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-4, msg=name)
+    theirs = ref.state_dict()
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, theirs[key], rtol=1e-4, atol=1e-4, msg=key)
+    net.eval()
+    ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-4)
