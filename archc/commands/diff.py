@@ -1,0 +1,274 @@
+"""`archc diff`: what changes between two specs, or one spec under two sets of overrides.
+
+Per stage (Graph.stages()): output shape, params and multiply-adds of both sides with
+the deltas; the layers (by node name) only one side has; the changed op, attributes and
+output shape of layers both have; and the totals. Layers are compared as the spec wrote
+them (no passes) unless --mode picks a pass pipeline.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from archc.errors import ArchcError
+
+LIST_LIMIT = 40  # layers shown per list in the text output (--json lists all)
+
+
+def _elaborate(spec: Path, overrides: dict[str, str], mode: str) -> Any:
+    from archc.api import build
+
+    if mode == "spec":
+        return build(spec, overrides=overrides, passes=[], lower=False).graph
+    return build(spec, mode=mode, overrides=overrides, lower=False).graph
+
+
+def _value(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _merge(a: list[str], b: list[str]) -> list[str]:
+    """Both name sequences merged, keeping each side's order (stages only one side has in place)."""
+    out: list[str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            out += a[i1:i2]
+        else:
+            out += a[i1:i2] + [n for n in b[j1:j2] if n not in a]
+    return list(dict.fromkeys(out))
+
+
+def compare(ga: Any, gb: Any) -> dict[str, Any]:
+    """The differences between two graphs, as a JSON-ready dict."""
+    sa = {s["name"]: s for s in ga.stages()}
+    sb = {s["name"]: s for s in gb.stages()}
+    stages = []
+    for name in _merge(list(sa), list(sb)):
+        a, b = sa.get(name), sb.get(name)
+        row: dict[str, Any] = {"name": name, "a": None, "b": None}
+        for side, s in (("a", a), ("b", b)):
+            if s is not None:
+                row[side] = {"output_shape": s["output_shape"], "params": s["params"], "macs": s["macs"]}
+        row["delta_params"] = (b["params"] if b else 0) - (a["params"] if a else 0)
+        row["delta_macs"] = (b["macs"] if b else 0) - (a["macs"] if a else 0)
+        row["changed"] = a is None or b is None or row["a"] != row["b"]
+        stages.append(row)
+    na = {n.name: n for n in ga.nodes()}
+    nb = {n.name: n for n in gb.nodes()}
+
+    def layer(n: Any) -> dict[str, Any]:
+        return {"name": n.name, "op": n.op, "shape": list(n.shape), "params": n.params, "loc": n.loc}
+
+    only_a = [layer(n) for name, n in na.items() if name not in nb]
+    only_b = [layer(n) for name, n in nb.items() if name not in na]
+    changed = []
+    for name, a in na.items():
+        b = nb.get(name)
+        if b is None:
+            continue
+        diffs: dict[str, list[Any]] = {}
+        if a.op != b.op:
+            diffs["op"] = [a.op, b.op]
+        for key in sorted(set(a.attrs) | set(b.attrs)):
+            va, vb = _value(a.attrs.get(key)), _value(b.attrs.get(key))
+            if va != vb:
+                diffs[key] = [va, vb]
+        if a.inputs != b.inputs:
+            diffs["inputs"] = [list(a.inputs), list(b.inputs)]
+        if a.shape != b.shape:
+            diffs["shape"] = [list(a.shape), list(b.shape)]
+        if a.params != b.params:
+            diffs["params"] = [a.params, b.params]
+        if diffs:
+            changed.append({"name": name, "op": b.op, "loc": b.loc, "changes": diffs})
+
+    def totals(g: Any) -> dict[str, Any]:
+        return {
+            "params": g.params(),
+            "macs": g.macs(),
+            "layers": len(g) - 1,
+            "input_shape": list(g.input.shape),
+            "output_shape": list(g.output.shape),
+        }
+
+    ta, tb = totals(ga), totals(gb)
+    return {
+        "stages": stages,
+        "only_in_a": only_a,
+        "only_in_b": only_b,
+        "changed": changed,
+        "totals": {
+            "a": ta,
+            "b": tb,
+            "delta_params": tb["params"] - ta["params"],
+            "delta_macs": tb["macs"] - ta["macs"],
+        },
+    }
+
+
+def _shape(s: list[int] | None) -> str:
+    return "-" if s is None else "x".join(map(str, s))
+
+
+def _signed(n: int) -> str:
+    return "0" if n == 0 else f"{n:+,}"
+
+
+def _delta(delta: int, base: int, unit: float, suffix: str) -> str:
+    """`+173,824 (+0.17M, +0.80%)`; `0` for no change."""
+    if not delta:
+        return "0"
+    pct = f", {delta / base:+.2%}" if base else ""
+    return f"{delta:+,} ({delta / unit:+.2f}{suffix}{pct})"
+
+
+def _val(v: Any) -> str:
+    if isinstance(v, list) and all(isinstance(x, int) for x in v):
+        return "x".join(map(str, v)) if v else "()"
+    return "none" if v is None else str(v)
+
+
+def _print(d: dict[str, Any], label_a: str, label_b: str) -> None:
+    click.echo(f"A: {label_a}")
+    click.echo(f"B: {label_b}")
+    head = ["stage", "output A", "output B", "params A", "params B", "Δparams", "MACs A", "MACs B", "ΔMACs"]
+    rows = [head]
+    for s in d["stages"]:
+        a, b = s["a"] or {}, s["b"] or {}
+        rows.append(
+            [
+                ("* " if s["changed"] else "  ") + s["name"],
+                _shape(a.get("output_shape")),
+                _shape(b.get("output_shape")),
+                f"{a['params']:,}" if a else "-",
+                f"{b['params']:,}" if b else "-",
+                _signed(s["delta_params"]),
+                f"{a['macs']:,}" if a else "-",
+                f"{b['macs']:,}" if b else "-",
+                _signed(s["delta_macs"]),
+            ]
+        )
+    t = d["totals"]
+    rows.append(
+        [
+            "  total",
+            _shape(t["a"]["output_shape"]),
+            _shape(t["b"]["output_shape"]),
+            f"{t['a']['params']:,}",
+            f"{t['b']['params']:,}",
+            _signed(t["delta_params"]),
+            f"{t['a']['macs']:,}",
+            f"{t['b']['macs']:,}",
+            _signed(t["delta_macs"]),
+        ]
+    )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for k, r in enumerate(rows):
+        if k == len(rows) - 1:
+            click.echo("  ".join("-" * w for w in widths))
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        click.echo("  ".join(cells).rstrip())
+    click.echo(
+        f"params {_delta(t['delta_params'], t['a']['params'], 1e6, 'M')}, "
+        f"MACs {_delta(t['delta_macs'], t['a']['macs'], 1e9, 'G')}; "
+        f"layers {t['a']['layers']} -> {t['b']['layers']}"
+    )
+    for key, title in (("only_in_a", "only in A"), ("only_in_b", "only in B")):
+        layers = d[key]
+        if not layers:
+            continue
+        click.echo(f"\nlayers {title} ({len(layers)}):")
+        for n in layers[:LIST_LIMIT]:
+            params = f", {n['params']:,} params" if n["params"] else ""
+            click.echo(f"  {n['name']}  {n['op']} -> {_shape(n['shape'])}{params}  ({n['loc']})")
+        if len(layers) > LIST_LIMIT:
+            click.echo(f"  ... and {len(layers) - LIST_LIMIT} more (--json lists all)")
+    changed = d["changed"]
+    if changed:
+        click.echo(f"\nchanged layers ({len(changed)}):")
+        for c in changed[:LIST_LIMIT]:
+            parts = []
+            for k, (a, b) in c["changes"].items():
+                if k == "inputs":
+                    parts.append(f"inputs ({', '.join(a)}) -> ({', '.join(b)})")
+                else:
+                    parts.append(f"{k} {_val(a)} -> {_val(b)}")
+            click.echo(f"  {c['name']} ({c['op']}): {', '.join(parts)}")
+        if len(changed) > LIST_LIMIT:
+            click.echo(f"  ... and {len(changed) - LIST_LIMIT} more (--json lists all)")
+    if not (d["only_in_a"] or d["only_in_b"] or changed or any(s["changed"] for s in d["stages"])):
+        click.echo("\nno differences")
+
+
+def _label(spec: Path, overrides: dict[str, str], name: str) -> str:
+    sets = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    return f"{name} ({os.fspath(spec)}{'; ' + sets if sets else ''})"
+
+
+@click.command()
+@click.argument("spec_a", metavar="A", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("spec_b", metavar="[B]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter on both sides.")
+@click.option("--set-a", "sets_a", multiple=True, metavar="KEY=VALUE", help="Set a net parameter on side A only.")
+@click.option("--set-b", "sets_b", multiple=True, metavar="KEY=VALUE", help="Set a net parameter on side B only.")
+@click.option(
+    "--mode",
+    type=click.Choice(["spec", "train", "eval"]),
+    default="spec",
+    show_default=True,
+    help="Compare the layers as written (spec) or after the train / eval pass pipeline.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
+def diff(
+    spec_a: Path,
+    spec_b: Path | None,
+    sets: tuple[str, ...],
+    sets_a: tuple[str, ...],
+    sets_b: tuple[str, ...],
+    mode: str,
+    as_json: bool,
+) -> None:
+    """Show what changes from spec A to spec B: per-stage shapes, params and MACs, and layers.
+
+    With one spec, compare it under two sets of overrides (--set-a / --set-b). Stages that
+    differ are marked with '*'; deltas are B - A.
+
+    \b
+    Examples:
+      archc diff specs/resnet18.arch specs/resnet34.arch
+      archc diff specs/resnet34.arch --set-a shortcut=A --set-b shortcut=B
+      archc diff specs/resnet34.arch specs/plain34.arch --json
+      archc diff specs/resnet50.arch --set-a stride_in_1x1=true --set-b stride_in_1x1=false
+    """
+    from archc.cli import _fail, _parse_sets
+
+    if spec_b is None and not (sets_a or sets_b):
+        raise click.UsageError("give a second spec B, or compare A with itself under --set-a/--set-b overrides")
+    common = _parse_sets(sets)
+    over_a = {**common, **_parse_sets(sets_a)}
+    over_b = {**common, **_parse_sets(sets_b)}
+    path_b = spec_b or spec_a
+    try:
+        ga = _elaborate(spec_a, over_a, mode)
+        gb = _elaborate(path_b, over_b, mode)
+    except ArchcError as err:
+        _fail(err)
+        return
+    d = compare(ga, gb)
+    label_a, label_b = _label(spec_a, over_a, ga.name), _label(path_b, over_b, gb.name)
+    if as_json:
+        d = {
+            "a": {"spec": os.fspath(spec_a), "net": ga.name, "overrides": over_a},
+            "b": {"spec": os.fspath(path_b), "net": gb.name, "overrides": over_b},
+            "mode": mode,
+            **d,
+        }
+        click.echo(json.dumps(d, indent=1))
+    else:
+        _print(d, label_a, label_b)
