@@ -1,0 +1,23 @@
+"""`archc bench`: img/s, peak memory and build time of archc's modules against hand-written PyTorch.
+
+`reference` holds the hand-written nets and `reference_for(graph)`; `runner` the
+measurements. Both import torch, so this package imports neither until asked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["BenchConfig", "Reference", "reference_for", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Reference", "reference_for"):
+        from archc.bench import reference
+
+        return getattr(reference, name)
+    if name in ("BenchConfig", "run"):
+        from archc.bench import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'archc.bench' has no attribute {name!r}")

@@ -1,0 +1,220 @@
+"""`archc bench`: img/s, peak memory and build time against hand-written eager PyTorch and torch.compile.
+
+The measurements are archc.bench.runner's; this module parses options and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from archc.errors import ArchcError
+
+EXIT_CANDIDATE_FAILED = 1
+
+
+def _split(value: str, param: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    if not items:
+        raise click.BadParameter("give at least one name", param_hint=param)
+    return items
+
+
+def _num(v: float | None, fmt: str, suffix: str = "") -> str:
+    return "" if v is None else f"{v:{fmt}}{suffix}"
+
+
+def print_report(r: dict[str, Any]) -> None:
+    """The rich table of one `archc.bench.run` result, with its set-up and notes."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from archc.cli import make_console
+
+    console = make_console()
+    dev = r["device"]
+    threads = f", {dev['threads']} thread{'' if dev.get('threads') == 1 else 's'}" if dev["type"] == "cpu" else ""
+    where = f"{dev['name']} ({dev['type']}{threads})"
+    title = (
+        f"{r['net']} ({r['spec']}): {r['mode']}, batch {r['batch']}, {r['dtype']}, "
+        f"input {'x'.join(map(str, r['input_shape']))}, on {where}"
+    )
+    console.print(escape(title), highlight=False, soft_wrap=True)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("candidate", no_wrap=True)
+    for col in (
+        "img/s",
+        "vs\neager",
+        "vs\ncompile",
+        "peak\nMiB",
+        "mem vs\neager",
+        "build\ns",
+        "1st\nstep s",
+        "max\ndiff",
+    ):
+        table.add_column(col, justify="right", no_wrap=True)
+    notes = []
+    for c in r["candidates"]:
+        if c["status"] != "ok":
+            shown = "n/a" if c["status"] == "unavailable" else c["status"]
+            table.add_row(escape(c["name"]), shown, *[""] * 7, style="dim")
+            notes.append(f"{c['name']}: {c['status']}: {c.get('error', '')}")
+            continue
+        table.add_row(
+            escape(c["name"]),
+            _num(c["img_per_s"], ",.1f" if c["img_per_s"] < 1000 else ",.0f"),
+            _num(c.get("speedup_vs_eager"), ".2f", "x"),
+            _num(c.get("speedup_vs_compile"), ".2f", "x"),
+            _num(c.get("peak_mem_mib"), ",.0f"),
+            _num(c.get("mem_vs_eager"), ".2f", "x"),
+            _num(c.get("build_s"), ".3g"),
+            _num(c.get("first_run_s"), ".3g"),
+            _num(c.get("max_abs_diff"), ".0e"),
+        )
+    console.print(table)
+    comp = next((c for c in r["candidates"] if c["name"] == "torch.compile" and c["status"] == "ok"), None)
+    lines = [f"reference: {r['reference']}"]
+    if comp is not None:
+        lines.append(f"torch.compile: mode {comp['compile_mode']}; its 1st step is the cold compile")
+    if r.get("optimizer"):
+        lines.append(f"train step: forward + cross-entropy + backward + {r['optimizer']}")
+    lines.append(
+        f"{r['iters']} timed steps (median) after the first step and {r['warmup']} warm-up; "
+        f"peak memory: {r['memory_metric'] or 'not measurable here'}"
+    )
+    for c in r["candidates"]:
+        if comp is not None and c.get("build_first_run_vs_compile") is not None:
+            lines.append(
+                f"{c['name']} build {c['build_s']:.2f} s, build + first run {c['build_first_run_s']:.2f} s; "
+                f"torch.compile (mode {comp['compile_mode']}) cold compile + first run {comp['compile_s']:.2f} s: "
+                f"{c['build_vs_compile']:.3f}x, {c['build_first_run_vs_compile']:.3f}x"
+            )
+        if c.get("max_abs_diff") is not None:
+            lines.append(
+                f"{c['name']} vs reference, fp32 {r['mode']}-mode forward at the same weights: "
+                f"max abs diff {c['max_abs_diff']:.2e} (output scale {c['output_scale']:.2f})"
+                + ("" if c["output_close"] else ": THE OUTPUTS DIFFER")
+            )
+    v = r["versions"]
+    lines.append(
+        "versions: "
+        + ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "triton", "archc", "cuda", "cudnn") if v.get(k))
+        + ("; TRITON_INTERPRET=1" if v.get("triton_interpret") else "")
+    )
+    for line in lines + notes:
+        console.print(escape(line), highlight=False, soft_wrap=True)
+
+
+def _complete_backends(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion for a comma-separated --backend list: installed names after the last comma."""
+    from archc.backend import available
+
+    done, _, last = incomplete.rpartition(",")
+    prefix = f"{done}," if done else ""
+    return [prefix + name for name in sorted(available()) if name.startswith(last)]
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--backend",
+    "backends",
+    default="torch",
+    show_default=True,
+    shell_complete=_complete_backends,
+    help="archc backends, comma-separated.",
+)
+@click.option(
+    "--baseline",
+    "baselines",
+    default=None,
+    help="Baselines, comma-separated: eager (the hand-written net, channels_last + autocast) and/or "
+    "compile (torch.compile of it), or none. "
+    "[default: eager,compile on a GPU; eager on CPU, where the compile takes minutes]",
+)
+@click.option("--mode", type=click.Choice(["train", "eval"]), default="train", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Images per step.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["bf16", "fp32"]),
+    default=None,
+    help="bf16 runs forward and loss under autocast. [default: bf16 on a GPU, fp32 on CPU]",
+)
+@click.option("--iters", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed steps before them.")
+@click.option(
+    "--compile-mode",
+    default=None,
+    help="torch.compile mode. [default: max-autotune for eval, torch's default for train]",
+)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the weights and the batch.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch's CPU threads (default: torch's).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def bench(
+    spec: Path,
+    backends: str,
+    baselines: str | None,
+    mode: str,
+    batch: int,
+    dtype: str | None,
+    iters: int,
+    warmup: int,
+    compile_mode: str | None,
+    sets: tuple[str, ...],
+    seed: int,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    """Measure SPEC's compiled module against a hand-written PyTorch net of the same network.
+
+    Prints img/s (median step), peak memory and their ratios against the hand-written
+    reference in eager mode and under torch.compile, archc's build time against
+    torch.compile's cold compile, and the largest output difference from the reference
+    at the same weights. Runs on the GPU when there is one; the triton backend needs a
+    GPU (or TRITON_INTERPRET=1) and is reported unavailable otherwise. Exit status: 2 for
+    a bad spec or a spec without a hand-written counterpart, 1 when a candidate failed or
+    an archc module's output differs from the reference's.
+
+    \b
+    Examples:
+      archc bench specs/resnet50.arch --backend torch,triton --mode eval --batch 256 --dtype bf16
+      archc bench specs/cifar/resnet110.arch --baseline eager,compile --mode train --batch 128
+      archc bench specs/cifar/resnet20.arch --mode eval --batch 8 --set input_size=3x16x16 --json
+    """
+    import torch
+
+    from archc.bench.runner import BenchConfig, run
+    from archc.cli import _fail, _parse_sets
+
+    default_baselines = "eager,compile" if torch.cuda.is_available() else "eager"
+    cfg = BenchConfig(
+        spec=spec,
+        backends=_split(backends, "--backend"),
+        baselines=() if baselines == "none" else _split(baselines or default_baselines, "--baseline"),
+        mode=mode,
+        batch=batch,
+        dtype=dtype,
+        iters=iters,
+        warmup=warmup,
+        overrides=_parse_sets(sets),
+        compile_mode=compile_mode,
+        seed=seed,
+        threads=threads,
+    )
+    try:
+        result = run(cfg, log=lambda line: click.echo(f"bench: {line}", err=True))
+    except ArchcError as err:
+        _fail(err)
+        return
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+    else:
+        print_report(result)
+    if any(c["status"] == "failed" or c.get("output_close") is False for c in result["candidates"]):
+        sys.exit(EXIT_CANDIDATE_FAILED)
