@@ -18,7 +18,15 @@ class Backend(Protocol):
     """What a backend plugin provides.
 
     A plugin registers a class (or factory) under the entry-point group
-    `archc.backends`; archc instantiates it with no arguments.
+    `archc.backends`; archc instantiates it with no arguments. The contract in
+    full is docs/backends.md.
+
+    Optional members, not checked by isinstance (a backend without them still loads):
+        version: a version string, shown by `archc backends`.
+        available() -> str | None: a cheap check, without building anything, of whether
+            lower() can run on this machine: None if it can, else a short reason that
+            `archc backends` shows, e.g. "needs a GPU (TRITON_INTERPRET=1 for the CPU
+            interpreter)".
 
     Attributes:
         name: the name users pass as `backend=` / `--backend`.

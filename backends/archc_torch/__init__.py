@@ -54,6 +54,12 @@ class TorchBackend:
     name = "torch"
     version = __version__
 
+    def available(self) -> str | None:
+        """None when lower() can run here (torch is installed); otherwise why not."""
+        import importlib.util
+
+        return None if importlib.util.find_spec("torch") else "needs the torch package (pip install torch)"
+
     def source(self, graph: Graph, origin: str = "a spec") -> str:
         """Standalone Python source of the module (imports only torch)."""
         return generate(graph, origin)[0]

@@ -74,6 +74,16 @@ class TritonBackend:
     name = "triton"
     version = __version__
 
+    def available(self) -> str | None:
+        """None when lower() can run here; otherwise why not, in a few words (for `archc backends`)."""
+        try:
+            require_device()
+        except BackendError as err:
+            if "package" in err.message:
+                return "needs the triton package (pip install triton)"
+            return "needs a GPU (TRITON_INTERPRET=1 for the CPU interpreter)"
+        return None
+
     def source(self, graph: Graph, origin: str = "a spec") -> str:
         """Python source of the module; it imports torch and archc_triton."""
         return generate(graph, origin, TritonLowering, ("import archc_triton",))[0]
