@@ -53,11 +53,21 @@ def _summary(b: Any) -> dict[str, Any]:
     }
 
 
-def _print_table(s: dict[str, Any]) -> None:
+def make_console() -> Any:
+    """A rich Console on stdout for every command: colour only on a terminal, none with NO_COLOR.
+
+    rich already leaves out escape codes when stdout is not a TTY (or TERM=dumb); with
+    NO_COLOR set it drops colour but keeps bold, so switch styling off completely then.
+    """
     from rich.console import Console
+
+    return Console(color_system=None) if os.environ.get("NO_COLOR") else Console()
+
+
+def _print_table(s: dict[str, Any]) -> None:
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     table = Table(title=f"{s['name']}  ({s['spec']})", title_justify="left")
     table.add_column("stage")
     table.add_column("output", justify="right")
@@ -92,7 +102,19 @@ def main() -> None:
       archc build specs/resnet152.arch
       archc build specs/resnet34.arch --set shortcut=A --json
       archc build my_block.arch -o out/ --init
+      archc backends
+
+    \b
+    Shell completion (bash; zsh and fish in docs/cli.md):
+      eval "$(_ARCHC_COMPLETE=bash_source archc)"
     """
+
+
+def complete_backend(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion for --backend: the installed backends' names (nothing is loaded)."""
+    from archc.backend import available
+
+    return [name for name in sorted(available()) if name.startswith(incomplete)]
 
 
 @main.command()
@@ -102,7 +124,13 @@ def main() -> None:
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Write IR dump and source here.")
 @click.option("--init", "write_init", is_flag=True, help="With -o: also write freshly initialised weights.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --init weights.")
-@click.option("--backend", default="torch", show_default=True, help="Backend plugin to lower with.")
+@click.option(
+    "--backend",
+    default="torch",
+    show_default=True,
+    shell_complete=complete_backend,
+    help="Backend plugin to lower with (`archc backends` lists them).",
+)
 @click.option(
     "--mode",
     type=click.Choice(["train", "eval"]),
@@ -190,6 +218,12 @@ def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
 
 
 # Further commands live in archc/commands/, one module each, registered here.
+from archc.commands.bench import bench as _bench; main.add_command(_bench)  # noqa: E402, E702, I001
+from archc.commands.graph import graph as _graph; main.add_command(_graph)  # noqa: E402, E702, I001
+from archc.commands.backends import backends as _backends; main.add_command(_backends)  # noqa: E402, E702, I001
+from archc.commands.export import export as _export; main.add_command(_export)  # noqa: E402, E702, I001
+from archc.commands.inspect import inspect as _inspect; main.add_command(_inspect)  # noqa: E402, E702, I001
+from archc.commands.diff import diff as _diff; main.add_command(_diff)  # noqa: E402, E702, I001
 
 
 if __name__ == "__main__":
