@@ -217,13 +217,12 @@ def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
     return files
 
 
-# Further commands live in archc/commands/, one module each, registered here.
-from archc.commands.bench import bench as _bench; main.add_command(_bench)  # noqa: E402, E702, I001
-from archc.commands.graph import graph as _graph; main.add_command(_graph)  # noqa: E402, E702, I001
-from archc.commands.backends import backends as _backends; main.add_command(_backends)  # noqa: E402, E702, I001
-from archc.commands.export import export as _export; main.add_command(_export)  # noqa: E402, E702, I001
-from archc.commands.inspect import inspect as _inspect; main.add_command(_inspect)  # noqa: E402, E702, I001
-from archc.commands.diff import diff as _diff; main.add_command(_diff)  # noqa: E402, E702, I001
+# Further commands live in archc/commands/, one module each, registered here (after
+# `main` exists: the command modules import helpers such as _fail from this module).
+from archc.commands import backends, bench, diff, export, graph, inspect  # noqa: E402
+
+for _command in (bench.bench, graph.graph, backends.backends, export.export, inspect.inspect, diff.diff):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":
