@@ -47,7 +47,7 @@ def _write(text: str, out: Path, fmt: str) -> None:
         raise ArchcError(f"graphviz 'dot' failed to write {out}: {msg}", hint="write DOT text with -o NAME.dot")
 
 
-@click.command(short_help="Draw SPEC as DOT, SVG or PNG, labelled like the paper's Fig. 3.", )
+@click.command(short_help="Draw SPEC as DOT, SVG or PNG, labelled like the paper's Fig. 3.")
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
