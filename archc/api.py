@@ -95,6 +95,39 @@ def build(
     return Build(graph, module, {k: v * 1e3 for k, v in timings.items()}, pm, origin, backend, mode)
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a state_dict from a `.safetensors` file or a torch file, never unpickling objects.
+
+    A torch file is read with `weights_only=True`; a dict holding `state_dict` or `model`
+    is unwrapped.
+
+    Raises:
+        WeightsError: the file is missing or unreadable, or holds no state_dict.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable checkpoint is the user's file, not our bug
+        raise WeightsError(f"cannot read weights {path}: {exc}") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    return dict(state)
+
+
 def load_weights(module: Any, weights: Any, graph: Graph | None = None) -> None:
     """Load a state_dict or checkpoint file into `module` with strict=True.
 
@@ -108,27 +141,7 @@ def load_weights(module: Any, weights: Any, graph: Graph | None = None) -> None:
     Raises:
         WeightsError: the file is missing or unreadable, or its keys or shapes do not match.
     """
-    import torch
-
-    state = weights
-    if isinstance(weights, (str, os.PathLike)):
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"weights file not found: {path}")
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(path))
-            else:
-                state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # any unreadable checkpoint is the user's file, not our bug
-            raise WeightsError(f"cannot read weights {path}: {exc}") from None
-        if isinstance(state, dict):
-            for key in ("state_dict", "model"):
-                if isinstance(state.get(key), dict):
-                    state = state[key]
-                    break
+    state = read_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
     if not isinstance(state, Mapping):
         raise WeightsError(f"weights must be a state_dict or a checkpoint path, got {type(weights).__name__}")
     if graph is not None:
@@ -187,4 +200,4 @@ def compile(
     return b.module
 
 
-__all__ = ["ArchcError", "Build", "build", "compile", "load_weights"]
+__all__ = ["ArchcError", "Build", "build", "compile", "load_weights", "read_checkpoint"]

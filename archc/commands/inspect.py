@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,31 +95,6 @@ def match_torchvision(graph: Any) -> str | None:
         return None
     kind = "bottleneck" if "layer1.0.conv3" in names else "basic"
     return TORCHVISION_RESNETS.get((tuple(blocks), kind))
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    """A checkpoint's state_dict, read as archc.api.load_weights reads it."""
-    import torch
-
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unreadable checkpoint is the user's file
-        raise WeightsError(f"cannot read weights {path}: {exc}") from None
-    if isinstance(state, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, Mapping):
-        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict")
-    return dict(state)
 
 
 def _shape(t: Any) -> list[int]:
@@ -216,9 +190,9 @@ def compare_torchvision(info: dict[str, Any]) -> dict[str, Any]:
 
 def check_weights(info: dict[str, Any], path: Path) -> dict[str, Any]:
     """Compare a checkpoint with the key space the module loads from; load it when it fits."""
-    from archc.api import load_weights
+    from archc.api import load_weights, read_checkpoint
 
-    state = read_state(path)
+    state = read_checkpoint(path)
     want = info["checkpoint_keys"]
     missing = sorted(k for k in want if k not in state)
     unexpected = sorted(k for k in state if k not in want)
