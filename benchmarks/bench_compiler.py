@@ -22,11 +22,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -35,6 +33,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from report import machine_info, replace_section  # noqa: E402
+
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 BEGIN = "<!-- bench_compiler:begin -->"
 END = "<!-- bench_compiler:end -->"
@@ -200,32 +201,6 @@ def bench_cli(runs: int) -> dict:
 
 
 # --- report ----------------------------------------------------------------------------------
-def machine() -> dict:
-    try:
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:  # pragma: no cover
-        torch_version = "not installed"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch_version,
-        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load": ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a",
-    }
-
-
 def _ok(passed: bool) -> str:
     return "pass" if passed else "**FAIL**"
 
@@ -292,19 +267,6 @@ def render(a: dict, b: dict, c: dict, m: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(table: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace the text between the BEGIN and END markers of BENCHMARKS.md (append them if absent)."""
-    block = f"{BEGIN}\n{table}{END}"
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n## Compiler (CPU)\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs-a", type=int, default=9, help="warm runs for (a), after the cold one")
@@ -321,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--runs-b must be at least 5")
 
     command = " ".join(["python", "benchmarks/bench_compiler.py", *(sys.argv[1:] if argv is None else argv)])
-    info = machine()  # before the runs, so the load average is the background load
+    info = machine_info()  # before the runs, so the load average is the background load
     print("a. frontend (fresh process) ...", file=sys.stderr)
     a = bench_frontend(args.runs_a)
     print("c. archc build as a subprocess ...", file=sys.stderr)
@@ -333,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print(profile_compile())
     if args.write:
-        write_section(table)
+        replace_section(BEGIN, END, table, "## Compiler (CPU)")
         print(f"wrote {BENCHMARKS_MD.relative_to(ROOT)}", file=sys.stderr)
     return 0
 

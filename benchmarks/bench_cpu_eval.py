@@ -32,9 +32,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
-import platform
 import statistics
 import sys
 import time
@@ -45,6 +42,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.reference_resnet
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from report import load_average, machine_info, replace_section  # noqa: E402
 
 import archc  # noqa: E402
 from tests import reference_resnet as ref  # noqa: E402
@@ -149,29 +149,13 @@ def measure(mods: dict[str, torch.nn.Module], x: torch.Tensor, runs: int, warmup
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """machine_info() plus what decides CPU conv speed: threads, ISA, oneDNN."""
     return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **machine_info(),
         "threads": torch.get_num_threads(),
         "isa": torch.backends.cpu.get_cpu_capability(),
         "mkldnn": torch.backends.mkldnn.is_available(),
-        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-
-
-def load() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
 def render(res: dict, info: dict, m: dict, args: argparse.Namespace, command: str, loads: tuple[str, str]) -> str:
@@ -214,22 +198,6 @@ def render(res: dict, info: dict, m: dict, args: argparse.Namespace, command: st
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace the text between the markers in BENCHMARKS.md; add heading and markers if absent."""
-    block = f"{BEGIN}\n{text}{END}"
-    doc = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        doc = head + block + tail
-    elif "\n## GPU" in doc:
-        head, tail = doc.split("\n## GPU", 1)
-        doc = f"{head.rstrip()}\n\n{HEADING}\n\n{block}\n\n## GPU{tail}"
-    else:
-        doc = f"{doc.rstrip()}\n\n{HEADING}\n\n{block}\n"
-    path.write_text(doc, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--spec", default="specs/resnet50.arch", help="an ImageNet ResNet spec (resnet18 ... resnet152)")
@@ -251,12 +219,12 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     mods, info = candidates(ROOT / args.spec, DEPTHS[name], args.size)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
     m = machine()
-    before = load()
+    before = load_average()
     res = measure(mods, x, args.runs, args.warmup)
-    table = render(res, info, m, args, command, (before, load()))
+    table = render(res, info, m, args, command, (before, load_average()))
     out(table)
     if args.write:
-        write_section(table)
+        replace_section(BEGIN, END, table, HEADING)
         out(f"wrote {BENCHMARKS_MD.relative_to(ROOT)}")
     return 0
 

@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from report import replace_section  # noqa: E402
+
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 BEGIN = "<!-- bench_gpu:begin -->"
 END = "<!-- bench_gpu:end -->"
@@ -169,19 +172,6 @@ def render(results: dict[tuple[str, str], dict[str, Any]] | None, info: dict[str
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace the text between the BEGIN and END markers (append a GPU section if absent)."""
-    block = f"{BEGIN}\n{text}{END}"
-    doc = path.read_text(encoding="utf-8")
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        doc = head + block + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n## GPU (issue 3)\n\n" + block + "\n"
-    path.write_text(doc, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--write", action="store_true", help="replace the bench_gpu section of BENCHMARKS.md")
@@ -214,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, info)
     print(text)
     if args.write:
-        write_section(text)
+        replace_section(BEGIN, END, text, "## GPU (issue 3)")
         print(f"wrote {BENCHMARKS_MD.relative_to(ROOT)}", file=sys.stderr)
     return 0
 

@@ -157,6 +157,10 @@ class Graph:
         """Return the node called `name`."""
         return self._g.nodes[name]["node"]
 
+    def index(self, name: str) -> int:
+        """When `name` was created, relative to the other nodes (rewrites keep it)."""
+        return self._order[name]
+
     def __contains__(self, name: str) -> bool:
         return name in self._g
 

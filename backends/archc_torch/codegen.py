@@ -318,6 +318,7 @@ def generate(
 
     fwd: list[str] = []
     value: dict[str, str] = {}
+    ctors: dict[str, str] = {}
     for i, n in enumerate(nodes):
         if n.op == "input":
             value[n.name] = "x"
@@ -325,9 +326,7 @@ def generate(
         ins = [value[s] for s in n.inputs]
         ctor, expr = getattr(low, n.op)(n, ins)
         if ctor is not None:
-            parent, _, leaf = n.name.rpartition(".")
-            pvar = scope_var(parent)
-            init.append(_register(pvar, leaf, ctor))
+            ctors[n.name] = ctor
             path = "self"
             for part in n.name.split("."):
                 path = _attr(path, part)
@@ -339,6 +338,11 @@ def generate(
         if dead:
             fwd.append(f"        del {', '.join(dead)}")
     ret = ", ".join(value[o] for o in graph.outputs)
+    # modules register in the spec's statement order (fusion can move a node later in the
+    # forward's topological order), so state_dict order reads like the spec
+    for name in sorted(ctors, key=graph.index):
+        parent, _, leaf = name.rpartition(".")
+        init.append(_register(scope_var(parent), leaf, ctors[name]))
 
     shape = "x".join(map(str, graph.input.shape))
     summary = f"{graph.name}: {graph.params():,} parameters, {graph.macs() / 1e9:.2f} GMACs per {shape} input"

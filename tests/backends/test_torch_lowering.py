@@ -63,3 +63,12 @@ def test_module_is_trainable_end_to_end() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_state_dict_order_follows_the_spec_after_fusion() -> None:
+    from archc.bench.reference import resnet
+
+    # fuse_train moves layer1.0.bn3 after the downsample branch in the forward's order;
+    # the modules still register in statement order, like torchvision's
+    keys = list(archc.compile("specs/resnet50.arch").state_dict())
+    assert keys == list(resnet(50).state_dict())
