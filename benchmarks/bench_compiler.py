@@ -66,6 +66,7 @@ def _frontend_worker(runs: int) -> None:
         times.append(time.perf_counter() - t)
         phases.append(b.timings_ms)
         nodes = len(b.graph)
+    elaborated = len(build(CIFAR_SPEC, lower=False, passes=[]).graph)  # before fusion shrinks it
     warm = times[1:]
     mid = sorted(range(len(warm)), key=warm.__getitem__)[len(warm) // 2]
     print(
@@ -79,6 +80,7 @@ def _frontend_worker(runs: int) -> None:
                 "median_phases_ms": phases[1:][mid],
                 "runs": runs,
                 "nodes": nodes,
+                "elaborated_nodes": elaborated,
             }
         )
     )
@@ -210,7 +212,8 @@ def render(a: dict, b: dict, c: dict, m: dict, command: str) -> str:
     cph = a["cold_phases_ms"]
     rows = [
         (
-            f"a. parse+elaborate+passes, `{CIFAR_SPEC}` ({a['nodes']:,} nodes), median of {a['runs']}",
+            f"a. parse+elaborate+passes, `{CIFAR_SPEC}` ({a['elaborated_nodes']:,} nodes elaborated, "
+            f"{a['nodes']:,} after the passes), median of {a['runs']}",
             f"{a['median_s']:.3f} s (parse {ph['parse']:.0f} / elaborate {ph['elaborate']:.0f} / "
             f"passes {ph['passes']:.0f} ms)",
             f"< {TARGET_FRONTEND_S} s",
