@@ -130,7 +130,6 @@ def test_cifar_resnet_params(depth: int) -> None:
 @pytest.mark.parametrize("depth", [18, 34])
 def test_imagenet_plain_params(depth: int) -> None:
     """The plain nets: the reference module's count, and the formula without projections."""
-    pytest.importorskip("torch")
     from tests.reference_resnet import resnet
 
     want = sum(p.numel() for p in resnet(depth, shortcut="none").parameters())

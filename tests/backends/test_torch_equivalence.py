@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 import archc  # noqa: E402
 from archc.errors import WeightsError  # noqa: E402

@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
-
+import torch
 from click.testing import CliRunner  # noqa: E402
 
 from archc.api import build  # noqa: E402

@@ -65,14 +65,13 @@ def r20_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def onnx_outputs(path: Path, x: torch.Tensor) -> torch.Tensor:
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
 
 
 def test_onnx_resnet20_matches_torch_backend_with_dynamic_batch(tmp_path: Path, r20_weights: Path) -> None:
-    pytest.importorskip("onnxscript")
-    onnx = pytest.importorskip("onnx")
+    import onnx
     out = tmp_path / "r20.onnx"
     code, stdout, stderr = run(
         "export", RESNET20, "--format", "onnx", "-o", out, "--weights", r20_weights, "--mode", "eval", "--batch", "2"
@@ -90,7 +89,6 @@ def test_onnx_resnet20_matches_torch_backend_with_dynamic_batch(tmp_path: Path, 
 
 
 def test_onnx_resnet18_small_input(tmp_path: Path) -> None:
-    pytest.importorskip("onnxscript")
     weights = random_weights(RESNET18, tmp_path / "r18.safetensors", SMALL, seed=1)
     out = tmp_path / "r18.onnx"
     code, _, stderr = run(
@@ -104,7 +102,7 @@ def test_onnx_resnet18_small_input(tmp_path: Path) -> None:
 
 
 def test_onnx_legacy_exporter_and_opset(tmp_path: Path, r20_weights: Path) -> None:
-    onnx = pytest.importorskip("onnx")
+    import onnx
     out = tmp_path / "legacy.onnx"
     code, stdout, stderr = run(
         "export",
