@@ -15,7 +15,8 @@ C the contiguous axis, and computes in float32 whatever the storage dtype.
 
 The pre-activation z is recomputed in the backward kernels from x (and r) with the
 same expression as the forward, so the ReLU mask matches the forward exactly and
-nothing of size M*C but x (and r) needs to be kept.
+nothing of size M*C but x (and r) needs to be kept. The kernels share that code through
+the small jit helpers below (Triton inlines them), so the three cannot drift apart.
 """
 
 from __future__ import annotations
@@ -34,6 +35,85 @@ MAX_BLOCK_C = 64
 # narrow layer (C=16: one channel block) still fills the GPU while the partial
 # results stay small ([S, C] floats).
 MAX_SPLITS = 512
+
+
+@triton.jit
+def _tile(rows, cols, cmask, M, C):
+    """(mask, 64-bit offsets) of the [rows, cols] tile of a row-major [M, C] matrix."""
+    mask = (rows < M)[:, None] & cmask[None, :]
+    offs = rows.to(tl.int64)[:, None] * C + cols[None, :]
+    return mask, offs
+
+
+@triton.jit
+def _chan_merge(n, mean, m2, nb, mb, m2b):
+    """Chan et al.: merge (count, mean, M2) with another part's (nb, mb, m2b)."""
+    n_new = n + nb
+    w = nb / tl.maximum(n_new, 1.0)
+    delta = mb - mean
+    mean = mean + delta * w
+    m2 = m2 + m2b + delta * delta * n * w
+    return n_new, mean, m2
+
+
+@triton.jit
+def _affine(mean_ptr, stat_ptr, w_ptr, b_ptr, cols, cmask, eps, FROM_VAR: tl.constexpr):
+    """Per-channel (mean, invstd, scale = gamma * invstd, beta) in float32."""
+    mean = tl.load(mean_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    stat = tl.load(stat_ptr + cols, mask=cmask, other=1.0).to(tl.float32)
+    if FROM_VAR:
+        invstd = 1.0 / tl.sqrt_rn(stat + eps)
+    else:
+        invstd = stat
+    scale = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32) * invstd
+    beta = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    return mean, invstd, scale, beta
+
+
+@triton.jit
+def _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES: tl.constexpr):
+    """(x, z): the tile of x and the pre-activation z = (x - mean) * scale + beta [+ r].
+
+    The one expression for z, in the forward and both backward kernels, so the ReLU
+    mask of the backward matches the forward exactly. x - mean before scaling:
+    x*scale + (beta - mean*scale) cancels badly when |mean| >> std.
+    """
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    z = (x - mean[None, :]) * scale[None, :] + beta[None, :]
+    if HAS_RES:
+        z = z + tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    return x, z
+
+
+@triton.jit
+def _elementwise_tile(
+    x_ptr,
+    r_ptr,
+    mean_ptr,
+    stat_ptr,
+    w_ptr,
+    b_ptr,
+    M,
+    C,
+    eps,
+    FROM_VAR: tl.constexpr,
+    HAS_RES: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Set-up of a grid (M blocks, C blocks) program: its tile, channel parameters, x and z.
+
+    Returns (cols, cmask, mask, offs, mean, invstd, scale, x, z).
+    """
+    pid_m = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    mask, offs = _tile(rows, cols, cmask, M, C)
+    mean, invstd, scale, beta = _affine(mean_ptr, stat_ptr, w_ptr, b_ptr, cols, cmask, eps, FROM_VAR)
+    x, z = _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES)
+    return cols, cmask, mask, offs, mean, invstd, scale, x, z
 
 
 @triton.jit
@@ -62,21 +142,13 @@ def partial_stats_kernel(
     # tiles are dealt round-robin, so split s always owns tile s (s < number of tiles)
     for i in range(0, tiles_per_prog):
         start = (pid_s + i * n_splits) * BLOCK_M
-        rows = start + tl.arange(0, BLOCK_M)
-        mask = (rows < M)[:, None] & cmask[None, :]
-        offs = rows.to(tl.int64)[:, None] * C + cols[None, :]
+        mask, offs = _tile(start + tl.arange(0, BLOCK_M), cols, cmask, M, C)
         x = tl.where(mask, tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32) - shift[None, :], 0.0)
         nb = tl.minimum(tl.maximum(M - start, 0), BLOCK_M).to(tl.float32)
         tile_mean = tl.sum(x, axis=0) / tl.maximum(nb, 1.0)
         d = tl.where(mask, x - tile_mean[None, :], 0.0)
         tile_m2 = tl.sum(d * d, axis=0)
-        # Chan et al.: merge (n, mean, m2) with the tile's (nb, tile_mean, tile_m2)
-        n_new = n + nb
-        w = nb / tl.maximum(n_new, 1.0)
-        delta = tile_mean - mean
-        mean = mean + delta * w
-        m2 = m2 + tile_m2 + delta * delta * n * w
-        n = n_new
+        n, mean, m2 = _chan_merge(n, mean, m2, nb, tile_mean, tile_m2)
     offs = pid_s * C + cols
     tl.store(cnt_ptr + offs, n, mask=cmask)
     tl.store(mean_ptr + offs, mean, mask=cmask)
@@ -112,12 +184,7 @@ def finalize_kernel(
         nb = tl.load(cnt_ptr + offs, mask=cmask, other=0.0)
         mb = tl.load(pmean_ptr + offs, mask=cmask, other=0.0)
         m2b = tl.load(pm2_ptr + offs, mask=cmask, other=0.0)
-        n_new = n + nb
-        w = nb / tl.maximum(n_new, 1.0)
-        delta = mb - mean
-        mean = mean + delta * w
-        m2 = m2 + m2b + delta * delta * n * w
-        n = n_new
+        n, mean, m2 = _chan_merge(n, mean, m2, nb, mb, m2b)
     mean = mean + tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)  # undo the shift
     var = m2 / tl.maximum(n, 1.0)
     invstd = 1.0 / tl.sqrt_rn(var + eps)
@@ -152,27 +219,9 @@ def forward_kernel(
     BLOCK_C: tl.constexpr,
 ):
     """y = relu((x - mean) * gamma * invstd + beta [+ r]) for one [BLOCK_M, BLOCK_C] tile."""
-    pid_m = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cols < C
-    mask = (rows < M)[:, None] & cmask[None, :]
-    offs = rows.to(tl.int64)[:, None] * C + cols[None, :]
-    mean = tl.load(mean_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    stat = tl.load(stat_ptr + cols, mask=cmask, other=1.0).to(tl.float32)
-    if FROM_VAR:
-        invstd = 1.0 / tl.sqrt_rn(stat + eps)
-    else:
-        invstd = stat
-    scale = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32) * invstd
-    beta = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    # x - mean before scaling: x*scale + (beta - mean*scale) cancels badly when |mean| >> std.
-    # The backward kernels recompute z with this same expression: keep them in step.
-    z = (x - mean[None, :]) * scale[None, :] + beta[None, :]
-    if HAS_RES:
-        z = z + tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    _, _, mask, offs, _, _, _, _, z = _elementwise_tile(
+        x_ptr, r_ptr, mean_ptr, stat_ptr, w_ptr, b_ptr, M, C, eps, FROM_VAR, HAS_RES, BLOCK_M, BLOCK_C
+    )
     y = tl.maximum(z, 0.0)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -202,25 +251,14 @@ def backward_sums_kernel(
     n_splits = tl.num_programs(1)
     cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
-    mean = tl.load(mean_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    stat = tl.load(stat_ptr + cols, mask=cmask, other=1.0).to(tl.float32)
-    if FROM_VAR:
-        invstd = 1.0 / tl.sqrt_rn(stat + eps)
-    else:
-        invstd = stat
-    scale = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32) * invstd
-    beta = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    mean, invstd, scale, beta = _affine(mean_ptr, stat_ptr, w_ptr, b_ptr, cols, cmask, eps, FROM_VAR)
     sum_dz = tl.zeros([BLOCK_C], dtype=tl.float32)
     sum_dzx = tl.zeros([BLOCK_C], dtype=tl.float32)
     for i in range(0, tiles_per_prog):
         rows = (pid_s + i * n_splits) * BLOCK_M + tl.arange(0, BLOCK_M)
-        mask = (rows < M)[:, None] & cmask[None, :]
-        offs = rows.to(tl.int64)[:, None] * C + cols[None, :]
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        mask, offs = _tile(rows, cols, cmask, M, C)
+        x, z = _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        z = (x - mean[None, :]) * scale[None, :] + beta[None, :]
-        if HAS_RES:
-            z = z + tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         dz = tl.where(z > 0.0, dy, 0.0)  # masked lanes load dy = 0
         x_hat = (x - mean[None, :]) * invstd[None, :]
         sum_dz += tl.sum(dz, axis=0)
@@ -255,26 +293,10 @@ def backward_kernel(
     BLOCK_C: tl.constexpr,
 ):
     """dx (batch or running statistics) and d_residual = dz for one tile."""
-    pid_m = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cols < C
-    mask = (rows < M)[:, None] & cmask[None, :]
-    offs = rows.to(tl.int64)[:, None] * C + cols[None, :]
-    mean = tl.load(mean_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    stat = tl.load(stat_ptr + cols, mask=cmask, other=1.0).to(tl.float32)
-    if FROM_VAR:
-        invstd = 1.0 / tl.sqrt_rn(stat + eps)
-    else:
-        invstd = stat
-    scale = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32) * invstd
-    beta = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    cols, cmask, mask, offs, mean, invstd, scale, x, z = _elementwise_tile(
+        x_ptr, r_ptr, mean_ptr, stat_ptr, w_ptr, b_ptr, M, C, eps, FROM_VAR, HAS_RES, BLOCK_M, BLOCK_C
+    )
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    z = (x - mean[None, :]) * scale[None, :] + beta[None, :]
-    if HAS_RES:
-        z = z + tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dz = tl.where(z > 0.0, dy, 0.0)
     if WRITE_DR:
         tl.store(dr_ptr + offs, dz.to(dr_ptr.dtype.element_ty), mask=mask)

@@ -9,7 +9,8 @@ fixed when this module is imported (TRITON_INTERPRET=1 then), because `triton.ji
 decides at decoration time; `INTERPRETED` records which. The kernels call only Triton
 builtins, not helpers such as tl.cdiv or tl.zeros that are themselves jit functions: those
 were decorated when triton was imported, and the interpreter cannot run them if that import
-came before TRITON_INTERPRET=1 was set.
+came before TRITON_INTERPRET=1 was set. (The module's own jit helper, `_epilogue`, is
+decorated with the kernels, so it is interpreted exactly when they are.)
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ from triton import knobs
 
 # read once, at the same moment the decorators below read it
 INTERPRETED: bool = bool(knobs.runtime.interpret)
+
+
+@triton.jit
+def _epilogue(acc, b_ptr, r_ptr, y_ptr, cols, c_mask, offs, mask, HAS_RES: tl.constexpr, RELU: tl.constexpr):
+    """Store act(acc + b[c] (+ r)) to y: the epilogue of both kernels, in fp32 on acc."""
+    # one bias vector per tile instead of a gather per element
+    bias = tl.load(b_ptr + cols, mask=c_mask, other=0.0).to(tl.float32)
+    acc = acc + bias[None, :]
+    if HAS_RES:
+        acc = acc + tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    tl.store(y_ptr + offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -95,15 +109,9 @@ def conv1x1_gemm_kernel(
         w_ptrs += BLOCK_K * stride_wk
 
     # epilogue in fp32 on the accumulator, one store of the output dtype
-    bias = tl.load(b_ptr + rn, mask=n_mask, other=0.0).to(tl.float32)
-    acc = acc + bias[None, :]
     offs = rm64[:, None] * N + rn[None, :]
     mask = m_mask[:, None] & n_mask[None, :]
-    if HAS_RES:
-        acc = acc + tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
-    tl.store(y_ptr + offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+    _epilogue(acc, b_ptr, r_ptr, y_ptr, rn, n_mask, offs, mask, HAS_RES, RELU)
 
 
 @triton.jit
@@ -124,11 +132,5 @@ def bias_act_kernel(
     c_mask = rc < C
     mask = (rm < M)[:, None] & c_mask[None, :]
     offs = rm[:, None] * C + rc[None, :]
-    # one bias vector per tile instead of a gather per element
-    bias = tl.load(b_ptr + rc, mask=c_mask, other=0.0).to(tl.float32)
-    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32) + bias[None, :]
-    if HAS_RES:
-        y = y + tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if RELU:
-        y = tl.maximum(y, 0.0)
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    _epilogue(y, b_ptr, r_ptr, y_ptr, rc, c_mask, offs, mask, HAS_RES, RELU)
