@@ -30,6 +30,11 @@ def _parse_sets(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _parse_passes(passes: str | None) -> list[str] | None:
+    """`--passes a,b` as a list; None (the mode's pipeline) when the option is absent."""
+    return None if passes is None else [p.strip() for p in passes.split(",") if p.strip()]
+
+
 def _fmt_shape(shape: list[int] | tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
@@ -170,7 +175,7 @@ def build(
             import torch
 
             torch.manual_seed(seed)  # before lowering, so the initial weights are reproducible
-        pipeline = None if passes is None else [p.strip() for p in passes.split(",") if p.strip()]
+        pipeline = _parse_passes(passes)
         b = do_build(
             spec,
             backend=backend,

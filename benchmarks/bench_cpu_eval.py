@@ -59,24 +59,6 @@ TARGET_DIFF = 1e-4
 DEPTHS = {f"resnet{d}": d for d in ref.IMAGENET_LAYERS}
 
 
-def randomise(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random conv/fc weights and BN affine parameters and running stats (activations stay O(1))."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (1.0 / m.weight[0].numel()) ** 0.5)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                m.bias.copy_(0.2 * torch.randn(c, generator=g))
-                m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-            elif isinstance(m, torch.nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-
-
 def fused_convs(module: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in module.modules() if type(m).__name__ == "FusedConv2d"]
 
@@ -84,7 +66,7 @@ def fused_convs(module: torch.nn.Module) -> list[torch.nn.Module]:
 def candidates(spec: Path, depth: int, size: int) -> tuple[dict[str, torch.nn.Module], dict]:
     """The eager reference and the archc eval modules (same weights), and facts about them."""
     reference = ref.resnet(depth).eval()
-    randomise(reference)
+    ref.randomise(reference)
     state = reference.state_dict()
     overrides = {"input_size": f"3x{size}x{size}"}
 

@@ -215,6 +215,41 @@ def cifar_resnet(n: int, shortcut: str = "A", num_classes: int = 10) -> CifarRes
     return CifarResNet(n, shortcut=shortcut, num_classes=num_classes)
 
 
+def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every conv, BN and fc random values, BN running statistics included, in place.
+
+    He-scaled weights keep activations O(1); random BN statistics make BN folding and
+    train/eval differences show. Values are computed in float32 and then cast to each
+    tensor's dtype, so a float32 copy of a float64 model holds exactly the same numbers.
+
+    Returns:
+        The same module.
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(fn: Any, like: torch.Tensor) -> torch.Tensor:
+        return fn(tuple(like.shape), generator=g, dtype=torch.float32)  # copy_ casts afterwards
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_(draw(torch.randn, m.weight) / m.weight[0].numel() ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(0.2 * draw(torch.randn, m.bias))
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(0.5 + draw(torch.rand, m.weight))
+                m.bias.copy_(0.2 * draw(torch.randn, m.bias))
+                if m.track_running_stats:
+                    m.running_mean.copy_(0.2 * draw(torch.randn, m.running_mean))
+                    m.running_var.copy_(0.5 + draw(torch.rand, m.running_var))
+                    m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=g)))
+            elif isinstance(m, nn.Linear):
+                m.weight.copy_(draw(torch.randn, m.weight) / m.in_features**0.5)
+                if m.bias is not None:
+                    m.bias.copy_(0.1 * draw(torch.randn, m.bias))
+    return model
+
+
 # --- matching a built graph to its hand-written counterpart ----------------------------------
 
 _HINT = (

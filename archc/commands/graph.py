@@ -94,13 +94,13 @@ def graph(
       archc graph specs/resnet152.arch -o resnet152.dot --depth stage
     """
     from archc.api import build
-    from archc.cli import _fail, _parse_sets
+    from archc.cli import _fail, _parse_passes, _parse_sets
     from archc.viz import render
     from archc.viz import view as make_view
 
     try:
         fmt = _check_output(out)
-        pipeline = None if passes is None else [p.strip() for p in passes.split(",") if p.strip()]
+        pipeline = _parse_passes(passes)
         b = build(spec, mode=mode, overrides=_parse_sets(sets), passes=pipeline, lower=False)
         v = make_view(b.graph, depth)
         _write(render(v), out, fmt)

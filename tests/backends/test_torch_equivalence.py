@@ -47,42 +47,12 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def randomise(model: torch.nn.Module, seed: int) -> None:
-    """Give every parameter and BN buffer a random, float32-representable value.
-
-    Values are drawn so that activations stay O(1) through deep nets, and drawn in float32
-    so that the (float32) compiled module holds exactly the same numbers.
-    """
-    g = torch.Generator().manual_seed(seed)
-
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(shape, generator=g, dtype=torch.float32)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(shape, generator=g, dtype=torch.float32)
-
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.copy_(randn(*m.weight.shape) * (1.0 / m.weight[0].numel()) ** 0.5)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.5 + rand(c))
-                m.bias.copy_(0.2 * randn(c))
-                m.running_mean.copy_(0.2 * randn(c))
-                m.running_var.copy_(0.5 + rand(c))
-                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=g)))
-            elif isinstance(m, torch.nn.Linear):
-                m.weight.copy_(randn(*m.weight.shape) / m.in_features**0.5)
-                m.bias.copy_(0.1 * randn(*m.bias.shape))
-
-
 def make_pair(
     spec: str, reference: torch.nn.Module, overrides: dict | None = None, seed: int = 0
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The float64 reference with a random state, and the compiled net loaded from it."""
     reference = reference.double()
-    randomise(reference, seed)
+    ref.randomise(reference, seed)
     state = reference.state_dict()
     net = archc.compile(SPECS / spec, overrides=overrides, weights=state).double()
     assert set(net.state_dict()) == set(state)
@@ -233,7 +203,7 @@ def test_key_sets_match_exactly() -> None:
 @pytest.fixture(scope="module")
 def cifar_state() -> dict[str, torch.Tensor]:
     reference = ref.cifar_resnet(3)
-    randomise(reference, 7)
+    ref.randomise(reference, 7)
     return reference.state_dict()
 
 

@@ -24,6 +24,7 @@ try:
 
     import archc  # noqa: E402
     from archc.api import build  # noqa: E402
+    from archc.bench.reference import randomise  # noqa: E402
     from archc_triton import conv as conv_mod  # noqa: E402
     from archc_triton import conv_kernels  # noqa: E402
     from archc_triton.conv import FusedConv  # noqa: E402
@@ -173,24 +174,6 @@ def test_autograd_falls_back_to_torch(k):
     reference(m, x, r).square().sum().backward()
     for g, t in zip(got, (x, r, m.weight, m.bias)):
         torch.testing.assert_close(g, t.grad, **F32)
-
-
-def randomise(model: torch.nn.Module, seed: int) -> None:
-    """Random conv/linear weights and random BN affine and running statistics (so folding matters)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                m.bias.copy_(0.2 * torch.randn(c, generator=g))
-                m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-            elif isinstance(m, torch.nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 import archc
+from archc.bench.reference import randomise
 from archc.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,20 +31,7 @@ def run(*args: str) -> tuple[int, str, str]:
 
 def random_weights(spec: Path, path: Path, overrides: dict | None = None, seed: int = 0) -> Path:
     """A train-mode (checkpoint key space) state with random weights and random BN statistics."""
-    g = torch.Generator().manual_seed(seed)
-    state = archc.compile(spec, overrides=overrides).state_dict()
-    out = {}
-    for key, t in state.items():
-        if key.endswith("num_batches_tracked"):
-            out[key] = t.clone()
-        elif key.endswith("running_var"):
-            out[key] = 0.5 + torch.rand(t.shape, generator=g)
-        elif key.endswith(("running_mean", "bias")):
-            out[key] = 0.2 * torch.randn(t.shape, generator=g)
-        elif t.dim() == 1:  # BN gamma
-            out[key] = 0.5 + torch.rand(t.shape, generator=g)
-        else:
-            out[key] = torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5
+    out = randomise(archc.compile(spec, overrides=overrides), seed).state_dict()
     save_file({k: v.contiguous() for k, v in out.items()}, str(path))
     return path
 

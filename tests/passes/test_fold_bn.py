@@ -8,6 +8,7 @@ other pass tests.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,26 +45,8 @@ def one_thread():
 
 
 def random_state(module: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random state_dict for `module`: He-scaled weights, random biases, BN affine and stats.
-
-    Values keep activations O(1) through the small nets of these tests.
-    """
-    g = torch.Generator().manual_seed(seed)
-    state: dict[str, torch.Tensor] = {}
-    for key, value in module.state_dict().items():
-        owner = module.get_submodule(key.rpartition(".")[0])
-        leaf = key.rpartition(".")[2]
-        shape = tuple(value.shape)
-        if leaf == "num_batches_tracked":
-            new = torch.randint(1, 1000, (), generator=g)
-        elif leaf == "running_var" or (leaf == "weight" and isinstance(owner, torch.nn.BatchNorm2d)):
-            new = 0.5 + torch.rand(shape, generator=g, dtype=torch.float64)
-        elif leaf in ("running_mean", "bias"):
-            new = 0.2 * torch.randn(shape, generator=g, dtype=torch.float64)
-        else:  # conv and linear weights
-            new = torch.randn(shape, generator=g, dtype=torch.float64) / value[0].numel() ** 0.5
-        state[key] = new.to(value.dtype)
-    return state
+    """A random state_dict for `module` (see archc.bench.reference.randomise); `module` is untouched."""
+    return ref.randomise(copy.deepcopy(module), seed).state_dict()
 
 
 def unoptimised(
