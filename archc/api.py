@@ -99,7 +99,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a state_dict from a `.safetensors` file or a torch file, never unpickling objects.
 
     A torch file is read with `weights_only=True`; a dict holding `state_dict` or `model`
-    is unwrapped.
+    is unwrapped. An `archc train` checkpoint yields its model weights only.
 
     Raises:
         WeightsError: the file is missing or unreadable, or holds no state_dict.
@@ -111,9 +111,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"weights file not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors import safe_open
 
-            state = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                # a training checkpoint also holds optimizer and RNG tensors: keep the weights only
+                train = meta.get("format", "").startswith("archc-train/")
+                state = {k: f.get_tensor(k) for k in f.keys() if not (train and k.startswith("__train__."))}
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable checkpoint is the user's file, not our bug

@@ -58,15 +58,15 @@ def _summary(b: Any) -> dict[str, Any]:
     }
 
 
-def make_console() -> Any:
-    """A rich Console on stdout for every command: colour only on a terminal, none with NO_COLOR.
+def make_console(stderr: bool = False) -> Any:
+    """A rich Console on stdout (or stderr) for every command: colour only on a terminal, none with NO_COLOR.
 
     rich already leaves out escape codes when stdout is not a TTY (or TERM=dumb); with
     NO_COLOR set it drops colour but keeps bold, so switch styling off completely then.
     """
     from rich.console import Console
 
-    return Console(color_system=None) if os.environ.get("NO_COLOR") else Console()
+    return Console(color_system=None, stderr=stderr) if os.environ.get("NO_COLOR") else Console(stderr=stderr)
 
 
 def _print_table(s: dict[str, Any]) -> None:
@@ -224,9 +224,20 @@ def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
 
 # Further commands live in archc/commands/, one module each, registered here (after
 # `main` exists: the command modules import helpers such as _fail from this module).
-from archc.commands import backends, bench, diff, export, graph, inspect  # noqa: E402
+from archc.commands import backends, bench, diff, export, graph, inspect, plot, train  # noqa: E402
+from archc.commands import eval as eval_command  # noqa: E402
 
-for _command in (bench.bench, graph.graph, backends.backends, export.export, inspect.inspect, diff.diff):
+for _command in (
+    train.train,
+    eval_command.eval_,
+    plot.plot,
+    bench.bench,
+    graph.graph,
+    backends.backends,
+    export.export,
+    inspect.inspect,
+    diff.diff,
+):
     main.add_command(_command)
 
 

@@ -125,6 +125,18 @@ class BackendError(ArchcError):
     """An unknown or broken backend plugin."""
 
 
+class DataError(ArchcError):
+    """A data set that cannot be read or does not fit the network (names the file)."""
+
+
+class CheckpointError(ArchcError):
+    """A training checkpoint or run directory that cannot be read, written or resumed."""
+
+
+class TrainError(ArchcError):
+    """A training or evaluation setting that cannot work (recipe, schedule, processes)."""
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """Return "did you mean 'x'?" for the closest candidate, or None."""
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)

@@ -198,3 +198,18 @@ def test_bench_gpu_script_writes_nothing_without_a_gpu(capsys: pytest.CaptureFix
     # The section it would replace is there, with every row not measured yet.
     section = after.split(bench_gpu.BEGIN, 1)[1].split(bench_gpu.END, 1)[0]
     assert section.strip() == bench_gpu.render(None, {}).strip()
+
+
+def test_train_loop_benchmark_measures_both_loops():
+    """benchmarks/bench_train_loop.py measures real img/s for the bare loop and for archc train."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks/bench_train_loop.py"
+    spec = importlib.util.spec_from_file_location("bench_train_loop", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r20 = str(path.parents[1] / "specs/cifar/resnet20.arch")
+    bare = mod.bare_loop(r20, batch=8, iters=6, warmup=2, seed=0)
+    ours = mod.archc_loop(r20, batch=8, iters=6, warmup=2, seed=0, workers=None)
+    assert bare > 0 and ours > 0

@@ -1,0 +1,1 @@
+"""Training and evaluation: recipes, the loop, checkpoints, multi-process."""
