@@ -55,6 +55,9 @@ def build(
     dump_after: list[str] | None = None,
     lower: bool = True,
     max_nodes: int = MAX_NODES,
+    frozen_bn: bool = False,
+    freeze_at: int | None = None,
+    part: str | None = None,
 ) -> Build:
     """Parse, elaborate, run passes and (optionally) lower a spec, timing each phase.
 
@@ -68,6 +71,12 @@ def build(
         dump_after: passes after which to keep a text dump of the IR.
         lower: False stops after the passes (no torch import).
         max_nodes: refuse specs that expand past this many nodes.
+        frozen_bn: run `freeze_bn` first: every BN becomes a fixed affine from its running statistics
+            (same state_dict keys), also in train mode.
+        freeze_at: freeze the stem (the top-level layers before the first block call) and the first
+            `freeze_at` stages (top-level block calls): their parameters get requires_grad=False. 0 freezes
+            the stem only; None nothing.
+        part: "trunk" or "head" of a net with a `cut` (see `Graph.part`); None: the whole net.
 
     Returns:
         A Build.
@@ -82,17 +91,76 @@ def build(
     t1 = time.perf_counter()
     graph = elaborate(program, overrides, max_nodes=max_nodes)
     graph.lint()
+    if part is not None:
+        graph = _part(graph, part)
+    frozen = frozen_stages(graph, freeze_at) if freeze_at is not None else []
+    if frozen:
+        graph.meta["frozen"] = frozen
     t2 = time.perf_counter()
-    pm = PassManager(list(PIPELINES[mode] if passes is None else passes), list(dump_after or []))
+    pipeline = list(PIPELINES[mode] if passes is None else passes)
+    if frozen_bn and "freeze_bn" not in pipeline:
+        pipeline.insert(0, "freeze_bn")
+    pm = PassManager(pipeline, list(dump_after or []))
     pm.run(graph)
     t3 = time.perf_counter()
     module = None
     origin = _origin(spec)
     if lower:
         module = get_backend(backend).lower(graph, origin=os.path.basename(origin))
+        for name, p in module.named_parameters():
+            # requires_grad is not touched by train()/eval(), so the freeze survives them
+            if name.split(".", 1)[0] in frozen:
+                p.requires_grad_(False)
     t4 = time.perf_counter()
     timings = {"parse": t1 - t0, "elaborate": t2 - t1, "passes": t3 - t2, "lower": t4 - t3}
     return Build(graph, module, {k: v * 1e3 for k, v in timings.items()}, pm, origin, backend, mode)
+
+
+def _part(graph: Graph, part: str) -> Graph:
+    from archc.ir import LintError, OpProblem
+
+    if part not in ("trunk", "head"):
+        raise ArchcError(f"unknown part '{part}'", hint="parts: trunk, head")
+    if "cut" not in graph.meta:
+        raise ArchcError(
+            f"net '{graph.name}' has no `cut`, so it has no {part}",
+            hint="add `cut HxW` after the trunk's last layer (e.g. `cut 14x14` after conv4_x)",
+        )
+    try:
+        g = graph.part(part)
+    except (LintError, OpProblem) as exc:
+        msg = getattr(exc, "message", str(exc))
+        raise ArchcError(f"cannot take the {part} of '{graph.name}': {msg}", hint="check the `cut` size") from None
+    g.lint()
+    return g
+
+
+def frozen_stages(graph: Graph, freeze_at: int) -> list[str]:
+    """The top-level statements `freeze_at` freezes: the stem and the first `freeze_at` stages.
+
+    A stage is a top-level block call (its layers have dotted names, e.g. layer1.0.conv1); the stem is
+    every top-level statement before the first stage.
+
+    Raises:
+        ArchcError: freeze_at is negative or larger than the number of stages.
+    """
+    order: list[str] = []
+    blocks: set[str] = set()
+    for n in graph.nodes():
+        if n.op == "input":
+            continue
+        if n.stage not in order:
+            order.append(n.stage)
+        if "." in n.name:
+            blocks.add(n.stage)
+    stages = [s for s in order if s in blocks]
+    if freeze_at < 0 or freeze_at > len(stages):
+        raise ArchcError(
+            f"freeze_at={freeze_at}, but net '{graph.name}' has {len(stages)} stages ({', '.join(stages) or 'none'})",
+            hint=f"choose 0..{len(stages)}: 0 freezes the stem, k the stem and the first k stages",
+        )
+    first = order.index(stages[0]) if stages else len(order)
+    return order[:first] + stages[:freeze_at]
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -178,6 +246,9 @@ def compile(
     mode: str = "train",
     overrides: Mapping[str, Any] | None = None,
     weights: Any = None,
+    frozen_bn: bool = False,
+    freeze_at: int | None = None,
+    part: str | None = None,
 ) -> Any:
     """Compile a spec into a trainable `torch.nn.Module`.
 
@@ -188,6 +259,9 @@ def compile(
             is returned in eval mode with requires_grad off: it is for inference).
         overrides: net parameter values, like `--set key=value` (strings or values).
         weights: a state_dict or a checkpoint path, loaded with strict=True.
+        frozen_bn: every BN a fixed affine (see `build`).
+        freeze_at: freeze the stem and the first `freeze_at` stages (see `build`).
+        part: "trunk" or "head" of a net with a `cut` (see `build`).
 
     Returns:
         The module, freshly initialised unless `weights` is given.
@@ -195,7 +269,9 @@ def compile(
     Raises:
         ArchcError: anything wrong with the spec, the overrides, the backend or the weights.
     """
-    b = build(spec, backend=backend, mode=mode, overrides=overrides)
+    b = build(
+        spec, backend=backend, mode=mode, overrides=overrides, frozen_bn=frozen_bn, freeze_at=freeze_at, part=part
+    )
     if weights is not None:
         load_weights(b.module, weights, b.graph)
     if mode == "eval":

@@ -53,6 +53,10 @@ def _summary(b: Any) -> dict[str, Any]:
         "output_shape": list(g.output.shape),
         "stages": g.stages(),
         "net_params": g.meta.get("params", {}),
+        "frozen": list(g.meta.get("frozen", [])),
+        "trainable_params": (
+            None if b.module is None else sum(p.numel() for p in b.module.parameters() if p.requires_grad)
+        ),
         "passes": [{"name": r.name, "changes": r.changes, "ms": round(r.ms, 3)} for r in b.passes.records],
         "timings_ms": {k: round(v, 3) for k, v in b.timings_ms.items()},
     }
@@ -145,6 +149,20 @@ def complete_backend(ctx: click.Context, param: click.Parameter, incomplete: str
 )
 @click.option("--passes", default=None, help="Comma-separated pass pipeline (default: the standard one).")
 @click.option("--dump-after", "dump_after", multiple=True, metavar="PASS", help="Print the IR after PASS.")
+@click.option("--frozen-bn", is_flag=True, help="Every BN a fixed affine from its running statistics (fine-tuning).")
+@click.option(
+    "--freeze-at",
+    type=int,
+    default=None,
+    metavar="K",
+    help="Freeze the stem and the first K stages (requires_grad=False); 0: the stem only.",
+)
+@click.option(
+    "--part",
+    type=click.Choice(["trunk", "head"]),
+    default=None,
+    help="Only the trunk (before the spec's `cut`) or the per-RoI head (after it).",
+)
 def build(
     spec: Path,
     sets: tuple[str, ...],
@@ -156,6 +174,9 @@ def build(
     mode: str,
     passes: str | None,
     dump_after: tuple[str, ...],
+    frozen_bn: bool,
+    freeze_at: int | None,
+    part: str | None,
 ) -> None:
     """Parse, check and lower SPEC; print per-stage shapes, params and multiply-adds.
 
@@ -165,6 +186,8 @@ def build(
       archc build specs/cifar/resnet110.arch --json
       archc build specs/resnet18.arch -o out/ --init
       archc build specs/resnet50.arch --mode eval --dump-after fuse_eval
+      archc build specs/resnet101.arch --frozen-bn --freeze-at 1
+      archc build specs/detection/faster_rcnn_r101_c4.arch --part head
     """
     from archc.api import build as do_build
 
@@ -183,6 +206,9 @@ def build(
             overrides=_parse_sets(sets),
             passes=pipeline,
             dump_after=list(dump_after),
+            frozen_bn=frozen_bn,
+            freeze_at=freeze_at,
+            part=part,
         )
         summary = _summary(b)
         if out is not None:

@@ -169,7 +169,24 @@ class Input:
     loc: Loc
 
 
-Stmt = Call | Add | Repeat | If | Input
+@dataclass(frozen=True)
+class Output:
+    """`output res4`: name the current value as one of the net's outputs (a tap)."""
+
+    name: str
+    loc: Loc
+    name_loc: Loc
+
+
+@dataclass(frozen=True)
+class Cut:
+    """`cut 14x14`: split the net here into a trunk and a head whose input is C x 14 x 14 (per RoI)."""
+
+    size: Expr
+    loc: Loc
+
+
+Stmt = Call | Add | Repeat | If | Input | Output | Cut
 
 # --- top level ---------------------------------------------------------------
 

@@ -113,6 +113,9 @@ class Elaborator:
         self.cur = self.graph.add_node("input", "input", (), {"shape": shape}, shape, loc=self._loc(first.loc)).name
         ns.used["input"] = first.loc
         scope = _Scope(ns, dict(env), self.cur)
+        self.net_scope = scope
+        self.taps: dict[str, tuple[str, Loc]] = {}
+        self.cut: dict | None = None
         self._bind_input(scope.env)
         try:
             self._body(stmts[stmts.index(first) + 1 :], scope)
@@ -122,8 +125,19 @@ class Elaborator:
                 net.loc,
                 hint=f"keep block calls under {MAX_CALL_DEPTH} deep",
             ) from None
-        self.graph.outputs = [self.cur]
+        if self.cut is not None and self.taps and self.cur not in [node for node, _ in self.taps.values()]:
+            # the head's result must stay an output, or nothing after the cut would survive
+            if "head" in self.taps:
+                raise ArgumentError("in a net with a `cut`, the last value is the output 'head'", self.taps["head"][1])
+            self.taps["head"] = (self.cur, net.loc)
+        if self.taps:
+            self.graph.outputs = [node for node, _ in self.taps.values()]
+            self.graph.output_names = list(self.taps)
+        else:
+            self.graph.outputs = [self.cur]
         self.graph.meta = {"params": {k: describe(v) for k, v in sorted(env.items())}}
+        if self.cut is not None:
+            self.graph.meta["cut"] = self.cut
         return self.graph
 
     def _net_env(self, net: ast.Net, overrides: Mapping[str, Any]) -> dict[str, Value]:
@@ -191,12 +205,52 @@ class Elaborator:
                 self._repeat(s, scope)
             elif t is ast.If:
                 self._if(s, scope)
+            elif t is ast.Output:
+                self._output(s, scope)
+            elif t is ast.Cut:
+                self._cut(s, scope)
             else:
                 raise ArgumentError(
                     "`input` may appear only once, at the start of a net",
                     s.loc,
                     hint="blocks take the shape of whatever they are applied to",
                 )
+
+    def _top_level_only(self, what: str, loc: Loc, scope: _Scope) -> None:
+        if scope is not self.net_scope:
+            raise ArgumentError(
+                f"`{what}` may appear only in a net's own body, not inside blocks or repeats",
+                loc,
+                hint=f"move the `{what}` statement to the net, after the layer it refers to",
+            )
+
+    def _output(self, s: ast.Output, scope: _Scope) -> None:
+        self._top_level_only("output", s.loc, scope)
+        if s.name in self.taps:
+            raise ArgumentError(
+                f"output '{s.name}' is named twice",
+                s.name_loc,
+                hint="give every output its own name",
+                notes=[f"first named at {self.taps[s.name][1]}"],
+            )
+        if s.name in KEYWORDS:
+            raise UnknownNameError(f"'{s.name}' is a keyword and cannot name an output", s.name_loc)
+        self.taps[s.name] = (self.cur, s.loc)
+
+    def _cut(self, s: ast.Cut, scope: _Scope) -> None:
+        self._top_level_only("cut", s.loc, scope)
+        if self.cut is not None:
+            raise ArgumentError("a net has at most one `cut`", s.loc, notes=[f"the first is at {self.cut['loc']}"])
+        v = self.ev.eval(s.size, scope.env)
+        if not (isinstance(v, tuple) and len(v) == 2 and min(v) >= 1):
+            raise ArgumentError(
+                f"`cut` needs the head's input size as HxW, got {describe(v)}",
+                s.size.loc,
+                hint="e.g. `cut 14x14`: RoI features of 14x14 enter the head",
+            )
+        if len(self.graph.node(self.cur).shape) != 3:
+            raise ShapeError("`cut` must come where the value is a CxHxW map", s.loc)
+        self.cut = {"node": self.cur, "size": list(v), "loc": str(s.loc)}
 
     def _if(self, s: ast.If, scope: _Scope) -> None:
         for test, body in s.branches:

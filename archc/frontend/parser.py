@@ -40,7 +40,10 @@ _TERMINAL_WORDS = {
 
 # the grammar's reserved words: a name spelled like one would be unreachable
 KEYWORDS = frozenset(
-    ["use", "block", "net", "input", "repeat", "as", "if", "elif", "else", "add", "and", "or", "not", "true", "false"]
+    [
+        "use", "block", "net", "input", "output", "cut", "repeat", "as", "if", "elif", "else", "add",
+        "and", "or", "not", "true", "false",
+    ]
 )
 
 
@@ -160,6 +163,15 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def input(self, meta: Any, children: list) -> ast.Input:
         return ast.Input(children[0], Loc(self.source, meta.line, meta.column, 5))
+
+    @v_args(meta=True)
+    def output(self, meta: Any, children: list) -> ast.Output:
+        name = children[0]
+        return ast.Output(str(name), Loc(self.source, meta.line, meta.column, 6), self._loc(name))
+
+    @v_args(meta=True)
+    def cut(self, meta: Any, children: list) -> ast.Cut:
+        return ast.Cut(children[0], Loc(self.source, meta.line, meta.column, 3))
 
     # --- arguments
     def args(self, children: list) -> list:

@@ -68,6 +68,8 @@ class Graph:
         self._order: dict[str, int] = {}
         self._next = 0
         self.outputs: list[str] = []
+        # names of the outputs when the net taps several (`output res4`): the module returns a dict
+        self.output_names: list[str] = []
         self.meta: dict[str, Any] = {}
         self._sorted: list[Node] | None = None  # topological order, dropped on every mutation
 
@@ -151,6 +153,9 @@ class Graph:
                 self._g.add_edge(new, user, key=key)
         self._sorted = None
         self.outputs = [new if o == old else o for o in self.outputs]
+        cut = self.meta.get("cut")
+        if cut and cut.get("node") == old:
+            self.meta["cut"] = {**cut, "node": new}
 
     # --- queries
     def node(self, name: str) -> Node:
@@ -231,6 +236,10 @@ class Graph:
         for name in self.outputs:
             if name not in self._g:
                 raise LintError(f"output {name!r} is not a node")
+        if self.output_names and (
+            len(self.output_names) != len(self.outputs) or len(set(self.output_names)) != len(self.output_names)
+        ):
+            raise LintError(f"output names {self.output_names} do not name the {len(self.outputs)} outputs uniquely")
         pred = self._g.pred  # plain adjacency dicts: much faster than the edge views
         for node in nodes:
             spec = OPS.get(node.op)
@@ -252,6 +261,57 @@ class Graph:
                     )
 
     # --- serialisation
+    def part(self, which: str) -> Graph:
+        """The trunk (input up to the `cut`) or the head (after it) of a net with a cut, as a new graph.
+
+        The trunk returns the taps before the cut and the value at the cut (named "cut" when it is not
+        tapped); a part with one output returns it as a tensor, one with several a dict. The head's outputs
+        are the net's after the cut (its last value at least). The head starts from a new input node of shape
+        (C at the cut, *cut size); shapes, parameters and multiply-adds are inferred again from it.
+        Node names are kept, so both parts keep the full net's state_dict keys.
+
+        Raises:
+            LintError: the graph has no cut, `which` is neither part, or the head reads a value from
+                before the cut other than the cut itself.
+            OpProblem: a head layer does not fit the cut size.
+        """
+        cut = self.meta.get("cut")
+        if not cut or which not in ("trunk", "head"):
+            raise LintError(f"graph {self.name!r} has no cut" if not cut else f"no part {which!r}")
+        at = cut["node"]
+        before = nx.ancestors(self._g, at) | {at}
+        taps = list(zip(self.output_names or [""] * len(self.outputs), self.outputs, strict=True))
+        g = Graph(f"{self.name}_{which}")
+        g.meta = {k: v for k, v in self.meta.items() if k != "cut"} | {"part": which, "cut_size": list(cut["size"])}
+        if which == "trunk":
+            for n in self.nodes():
+                if n.name in before:
+                    g.add_node(n.name, n.op, n.inputs, dict(n.attrs), n.shape, loc=n.loc, labelled=n.labelled)
+            kept = [(k, o) for k, o in taps if o in before and self.output_names]
+            if at not in [o for _, o in kept]:
+                kept.append(("cut", at))
+            g.outputs = [o for _, o in kept]
+            # one output is returned as a tensor, several as a dict
+            g.output_names = [k for k, _ in kept] if len(kept) > 1 else []
+            return g
+        shape = (self.node(at).shape[0], *cut["size"])
+        g.add_node("input", "input", (), {"shape": shape}, shape)
+        for n in self.nodes():
+            if n.name in before:
+                continue
+            ins = tuple("input" if i == at else i for i in n.inputs)
+            stray = [i for i in ins if i != "input" and i in before]
+            if stray:
+                raise LintError(f"{n.name} reads {stray[0]!r} from before the cut: the head must start at the cut")
+            out = tuple(OPS[n.op].infer(n.attrs, [g.node(i).shape for i in ins]))
+            g.add_node(n.name, n.op, ins, dict(n.attrs), out, loc=n.loc, labelled=n.labelled)
+        after = [(k, o) for k, o in taps if o not in before]
+        if not after:
+            raise LintError("nothing after the cut is an output")
+        g.outputs = [o for _, o in after]
+        g.output_names = [k for k, _ in after] if self.output_names and len(after) > 1 else []
+        return g
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready, deterministic description of the graph."""
         nodes = []
@@ -274,6 +334,7 @@ class Graph:
             "name": self.name,
             "meta": {k: self.meta[k] for k in sorted(self.meta)},
             "outputs": list(self.outputs),
+            **({"output_names": list(self.output_names)} if self.output_names else {}),
             "params": self.params(),
             "macs": self.macs(),
             "nodes": nodes,
@@ -290,7 +351,11 @@ class Graph:
             attrs = ", ".join(f"{k}={describe(v) if v is not None else 'auto'}" for k, v in sorted(n.attrs.items()))
             ins = ", ".join(f"%{i}" for i in n.inputs)
             lines.append(f"  %{n.name} = {n.op}({ins}){' {' + attrs + '}' if attrs else ''} : {describe(n.shape)}")
-        lines.append(f"  return {', '.join('%' + o for o in self.outputs)}")
+        if self.output_names:
+            outs = ", ".join(f"{k}=%{o}" for k, o in zip(self.output_names, self.outputs, strict=True))
+            lines.append(f"  return {{{outs}}}")
+        else:
+            lines.append(f"  return {', '.join('%' + o for o in self.outputs)}")
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -302,4 +367,5 @@ class Graph:
             attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in n["attrs"].items()}
             g.add_node(n["name"], n["op"], n["inputs"], attrs, tuple(n["shape"]), loc=n["loc"], labelled=n["labelled"])
         g.outputs = list(data["outputs"])
+        g.output_names = list(data.get("output_names", []))
         return g

@@ -316,6 +316,16 @@ OPS: dict[str, OpSpec] = {
             _bn_infer,
             lambda a, i, o: 2 * i[0][0],
         ),
+        # BN as a fixed affine (detection fine-tuning): the same attributes, parameters and buffers as bn,
+        # normalised with the running statistics in train mode too
+        OpSpec(
+            "frozen_bn",
+            {"eps": ("eps", 1e-5), "momentum": ("momentum", 0.1), "track_running_stats": ("bool", True)},
+            (),
+            1,
+            _bn_infer,
+            lambda a, i, o: 2 * i[0][0],
+        ),
         OpSpec("relu", {}, (), 1, _same),
         OpSpec(
             "maxpool",

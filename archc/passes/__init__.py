@@ -1,6 +1,6 @@
 """IR -> IR passes and the PassManager that runs them."""
 
-from archc.passes import dce, fold_bn, fuse, layout  # noqa: F401  (registers the passes)
+from archc.passes import dce, fold_bn, freeze, fuse, layout  # noqa: F401  (registers the passes)
 from archc.passes.manager import PASSES, Pass, PassManager, PassRecord, register
 
 # The pipelines `--mode` picks. Train keeps every parameter and buffer name of the

@@ -29,7 +29,7 @@ def fold_one(graph: Graph, conv: Node) -> bool:
     if conv.op != "conv":
         return False
     bn = sole_user(graph, conv)
-    if bn is None or bn.op != "bn" or not bn.attrs["track_running_stats"]:
+    if bn is None or bn.op not in ("bn", "frozen_bn") or not bn.attrs["track_running_stats"]:
         return False
     attrs = {
         **conv.attrs,

@@ -16,12 +16,42 @@ from typing import Any
 from archc.ir import Graph, Node
 
 # Ops whose lowering returns a new tensor that nothing else holds (never a view of an input).
-FRESH_OPS = frozenset({"conv", "fused_conv", "bn", "bn_act", "relu", "add", "maxpool", "avgpool", "linear"})
+FRESH_OPS = frozenset(
+    {"conv", "fused_conv", "bn", "frozen_bn", "bn_act", "relu", "add", "maxpool", "avgpool", "linear"}
+)
 # Ops whose lowering may return its input, or a view of it.
 ALIASING_OPS = frozenset({"identity", "subsample", "flatten", "pad"})
 
 # Module-level helpers of the generated source, emitted only when a lowering asks for them.
 HELPERS = {
+    "FrozenBatchNorm2d": '''
+
+class FrozenBatchNorm2d(nn.Module):
+    """BN as a fixed affine from its running statistics, in train() and eval() alike.
+
+    The buffers have nn.BatchNorm2d's names (weight, bias, running_mean, running_var,
+    num_batches_tracked), so its checkpoints load; nothing here is a parameter, so no
+    optimiser changes it.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * scale
+        return x * scale.to(x.dtype)[None, :, None, None] + shift.to(x.dtype)[None, :, None, None]
+
+''',
     "FusedConv2d": '''
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
 
@@ -183,6 +213,11 @@ class Lowering:
     def bn(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         return self._bn_module(n), f"{{m}}({ins[0]})"
 
+    def frozen_bn(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        a = n.attrs
+        extra = "".join(f", {k}={a[k]!r}" for k, d in (("eps", 1e-5), ("momentum", 0.1)) if a[k] != d)
+        return f"{self.use_helper('FrozenBatchNorm2d')}({self._in(n)[0]}{extra})", f"{{m}}({ins[0]})"
+
     def bn_act(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         # in place on the BN output: BN's backward keeps its input, not its output
         expr = f"{{m}}({ins[0]})" + (f".add_({ins[1]})" if n.attrs["residual"] else "")
@@ -337,7 +372,11 @@ def generate(
         dead = sorted({value[s] for s in n.inputs if last_use[s] == i and s not in outputs and value[s] != var})
         if dead:
             fwd.append(f"        del {', '.join(dead)}")
-    ret = ", ".join(value[o] for o in graph.outputs)
+    if graph.output_names:
+        pairs = zip(graph.output_names, graph.outputs, strict=True)
+        ret = "{" + ", ".join(f"{k!r}: {value[o]}" for k, o in pairs) + "}"
+    else:
+        ret = ", ".join(value[o] for o in graph.outputs)
     # modules register in the spec's statement order (fusion can move a node later in the
     # forward's topological order), so state_dict order reads like the spec
     for name in sorted(ctors, key=graph.index):
