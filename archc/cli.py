@@ -250,13 +250,14 @@ def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
 
 # Further commands live in archc/commands/, one module each, registered here (after
 # `main` exists: the command modules import helpers such as _fail from this module).
-from archc.commands import backends, bench, diff, export, graph, inspect, plot, train  # noqa: E402
+from archc.commands import backends, bench, detect, diff, export, graph, inspect, plot, train  # noqa: E402
 from archc.commands import eval as eval_command  # noqa: E402
 
 for _command in (
     train.train,
     eval_command.eval_,
     plot.plot,
+    detect.detect,
     bench.bench,
     graph.graph,
     backends.backends,

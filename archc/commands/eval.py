@@ -1,4 +1,4 @@
-"""`archc eval`: the test error of a spec with trained weights."""
+"""`archc eval`: the test error (classifiers) or COCO metrics (detectors) of a spec with trained weights."""
 
 from __future__ import annotations
 
@@ -52,20 +52,29 @@ def eval_(
     seed: int,
     as_json: bool,
 ) -> None:
-    """Evaluate SPEC with --weights on a test set: top-1/top-5 error and loss.
+    """Evaluate SPEC with --weights on a test set: top-1/top-5 error, or COCO AP for detector specs.
 
     \b
     Examples:
       archc eval specs/cifar/resnet20.arch --weights runs/resnet20-0001/best.safetensors
       archc eval specs/cifar/resnet110.arch --weights w.safetensors --data cifar10:/data/cifar-10-batches-py
       archc eval specs/resnet50.arch --weights r50.safetensors --data imagefolder:/data/imagenet --test-crop ten
+      archc eval specs/detection/faster_rcnn_small_c4.arch --weights best.safetensors --data shapes
     """
     from archc.cli import _fail, _parse_sets
 
     try:
         opts = dict(locals())
         opts["overrides"] = _parse_sets(sets)
-        metrics = _eval_classifier(opts)
+        from archc.commands.train import _is_detector
+
+        table = None
+        if _is_detector(spec, opts["overrides"]):
+            from archc.detect.task import evaluate_detector
+
+            metrics, table = evaluate_detector(spec, weights, data, opts["overrides"], backend, device, seed)
+        else:
+            metrics = _eval_classifier(opts)
     except ArchcError as err:
         _fail(err)
         return
@@ -75,6 +84,9 @@ def eval_(
     from archc.cli import make_console
 
     console = make_console()
+    if table is not None:
+        console.print(table)
+        return
     from rich.table import Table
 
     t = Table(title=f"{metrics['net']} on {metrics['data']} ({metrics['images']} images)", title_justify="left")

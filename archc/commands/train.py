@@ -56,13 +56,20 @@ def _input_shape(spec: Path, overrides: dict[str, str]) -> tuple[int, ...]:
     return next(tuple(n.shape) for n in g.nodes() if n.op == "input")
 
 
+def _is_detector(spec: Path, overrides: dict[str, str]) -> bool:
+    import archc
+
+    return "cut" in archc.build(spec, overrides=overrides, lower=False, passes=[]).graph.meta
+
+
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--data",
     default=None,
     metavar="KIND[:PATH]",
-    help="digits (embedded, the default), cifar10:DIR, imagefolder:DIR, synthetic[:N].",
+    help="digits (embedded, the default), cifar10:DIR, imagefolder:DIR, synthetic[:N]; detector specs: "
+    "shapes[:N_TRAIN,N_TEST] (generated, the default) or coco:IMAGES,ANNOTATIONS.json[;IMAGES,ANNOTATIONS.json].",
 )
 @click.option("--recipe", default=None, metavar="NAME|FILE", help="cifar, imagenet, or a .toml/.json recipe file.")
 @click.option("--iters", type=click.IntRange(min=1), default=None, help="Total iterations; the schedule scales.")
@@ -86,6 +93,13 @@ def _input_shape(spec: Path, overrides: dict[str, str]) -> tuple[int, ...]:
     help="Threads preparing batches ahead (default: 0 for in-memory sets, up to 8 for image folders).",
 )
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Iterations between checkpoints.")
+@click.option(
+    "--init",
+    default=None,
+    metavar="WEIGHTS",
+    help="Start from these weights; for a detector spec, a classification checkpoint (archc or torchvision "
+    "format) initialises the backbone.",
+)
 @click.option("--progress/--no-progress", default=True, help="Progress bar (a line per record when not a TTY).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final result as JSON.")
 def train(
@@ -108,6 +122,7 @@ def train(
     resume: Path | None,
     workers: int | None,
     checkpoint_every: int | None,
+    init: str | None,
     progress: bool,
     as_json: bool,
 ) -> None:
@@ -126,6 +141,8 @@ def train(
       archc train specs/resnet50.arch --data imagefolder:/data/imagenet --recipe imagenet --amp bf16
       archc train specs/cifar/resnet20.arch --resume runs/resnet20-0001
       archc train specs/cifar/resnet56.arch --iters 6400 --hp warmup_lr=none --batch-size 64
+      archc train specs/detection/faster_rcnn_small_c4.arch --data shapes
+      archc train specs/detection/faster_rcnn_r50_c4.arch --data coco:imgs,ann.json --init r50.safetensors
     """
     from archc.cli import _fail, _parse_sets
 
@@ -156,14 +173,21 @@ def _train(o: dict[str, Any]) -> dict[str, Any] | None:
     from archc.train.loop import TrainConfig, Trainer
 
     spec, resume = o["spec"], o["resume"]
-    r = resolve_recipe(
-        o["recipe"], _input_shape(spec, o["overrides"]), o["data"], o["iters"], o["batch_size"], o["lr"], o["hps"]
-    )
+    detector = _is_detector(spec, o["overrides"])
+    if detector:
+        from archc.detect.task import detection_recipe
+
+        r = detection_recipe(o["recipe"], o["iters"], o["batch_size"], o["lr"], o["hps"])
+    else:
+        r = resolve_recipe(
+            o["recipe"], _input_shape(spec, o["overrides"]), o["data"], o["iters"], o["batch_size"], o["lr"], o["hps"]
+        )
     if resume is not None and not (resume / "last.safetensors").is_file() and resume.is_dir():
         raise TrainError(f"nothing to resume in {resume}: no last.safetensors", hint="give a run directory")
     same = ("data", "backend", "overrides", "runs", "name", "seed", "amp", "device", "sync_bn", "deterministic")
-    more = ("workers", "checkpoint_every", "progress")
-    cfg = TrainConfig(spec=str(spec), recipe=r, **{k: o[k] for k in same + more})
+    more = ("workers", "checkpoint_every", "progress", "init")
+    task = "detect" if detector else "classify"
+    cfg = TrainConfig(spec=str(spec), recipe=r, task=task, **{k: o[k] for k in same + more})
     trainer = Trainer(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
     res = trainer.run()
     if not trainer.info.main:

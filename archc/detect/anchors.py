@@ -42,11 +42,20 @@ class AnchorGenerator:
         return torch.tensor(rows, dtype=torch.float64)
 
     def __call__(
-        self, feat_h: int, feat_w: int, device: torch.device | str | None = None, dtype=torch.float32
+        self, feat_h: int, feat_w: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
     ) -> Tensor:
-        """[feat_h*feat_w*A, 4] anchors ordered (row y, column x, anchor a).
+        """All anchors of a feature map, in image pixels.
 
-        This matches a head output [N, A*k, H, W] permuted to [N, H, W, A*k] and reshaped to [N, H*W*A, k].
+        Args:
+            feat_h: feature-map height.
+            feat_w: feature-map width.
+            device: where the anchors live.
+            dtype: their dtype.
+
+        Returns:
+            [feat_h*feat_w*A, 4] ordered (row y, column x, anchor a): the order of an RPN head output
+            [N, A*k, H, W] permuted to [N, H, W, A, k] and reshaped to [N, H*W*A, k]. The tensor is cached per
+            (h, w, device, dtype) and shared between calls: do not modify it in place.
         """
         key = (feat_h, feat_w, str(device), dtype)
         if key not in self._cache:

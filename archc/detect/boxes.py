@@ -17,12 +17,27 @@ from torch import Tensor
 
 
 def box_area(boxes: Tensor) -> Tensor:
-    """Areas of [N,4] boxes (0 for degenerate ones)."""
+    """Areas of boxes, 0 for degenerate (zero or negative width/height) ones.
+
+    Args:
+        boxes: [N,4] (x1, y1, x2, y2).
+
+    Returns:
+        [N] areas.
+    """
     return (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Intersection over union of every pair: [N,4] x [M,4] -> [N,M] (0 where both areas are 0)."""
+    """Intersection over union of every pair of boxes, inter / (area_a + area_b - inter).
+
+    Args:
+        a: [N,4] boxes.
+        b: [M,4] boxes (either may be empty).
+
+    Returns:
+        [N,M] IoUs; 0 where the union is empty (two zero-area boxes).
+    """
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = (rb - lt).clamp_min(0).prod(-1)
@@ -31,14 +46,31 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
-    """Boxes [...,4] clipped to the image [0, width] x [0, height]."""
+    """Clip boxes to the image [0, width] x [0, height].
+
+    Args:
+        boxes: [...,4] boxes, e.g. [N,4] or class-specific [N,K,4].
+        height: image height in pixels.
+        width: image width in pixels.
+
+    Returns:
+        The clipped boxes, same shape.
+    """
     x = boxes[..., 0::2].clamp(0, width)
     y = boxes[..., 1::2].clamp(0, height)
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1).reshape(boxes.shape)
 
 
 def small_boxes(boxes: Tensor, min_size: float) -> Tensor:
-    """Bool mask [N]: boxes whose width or height is below `min_size`."""
+    """Which boxes are too small to keep.
+
+    Args:
+        boxes: [N,4] boxes.
+        min_size: smallest allowed width and height, in pixels.
+
+    Returns:
+        Bool [N]: True where the width or the height is below `min_size`.
+    """
     return ((boxes[:, 2] - boxes[:, 0]) < min_size) | ((boxes[:, 3] - boxes[:, 1]) < min_size)
 
 
@@ -57,7 +89,15 @@ class BoxCoder:
         self.clamp = clamp
 
     def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
-        """Deltas [N,4] that take `anchors` [N,4] to `boxes` [N,4]."""
+        """Regression targets that take each reference box to its box.
+
+        Args:
+            boxes: [N,4] target boxes.
+            anchors: [N,4] reference boxes (anchors or proposals), of positive width and height.
+
+        Returns:
+            [N,4] deltas (dx, dy, dw, dh), multiplied by the weights.
+        """
         wx, wy, ww, wh = self.weights
         aw = anchors[:, 2] - anchors[:, 0]
         ah = anchors[:, 3] - anchors[:, 1]
@@ -72,7 +112,15 @@ class BoxCoder:
         )
 
     def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
-        """Boxes [N,4K] from deltas [N,4K] (K boxes per reference box, e.g. one per class) and anchors [N,4]."""
+        """Apply deltas to reference boxes (the inverse of encode; dw, dh clamped at `clamp` first).
+
+        Args:
+            deltas: [N,4K] weighted deltas, K boxes per reference box (e.g. one per class).
+            anchors: [N,4] reference boxes.
+
+        Returns:
+            [N,4K] boxes in the deltas' dtype.
+        """
         wx, wy, ww, wh = self.weights
         anchors = anchors.to(deltas.dtype)
         aw = (anchors[:, 2] - anchors[:, 0])[:, None]

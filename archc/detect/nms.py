@@ -1,14 +1,15 @@
 """Greedy non-maximum suppression, alone and per group (class), vectorised in blocks.
 
 Greedy NMS visits boxes by decreasing score, keeps a box unless a kept box overlaps it by more than the
-threshold, and drops it otherwise. Done one box at a time that is a Python step per kept box over all later
-boxes (0.6 s for 12,000 RPN proposals). Here the sorted boxes are cut into blocks of `BLOCK`: inside a block the
-greedy pass runs over a small precomputed suppression matrix, then the block's kept boxes suppress every later
-survivor with one vectorised IoU. The result is the same as the one-at-a-time loop, in a few Python steps per
-block: about 25 ms for 12,000 random boxes and 4 ms for 2,000 on one CPU core (see the tests' timing notes).
+threshold, and drops it otherwise. One box at a time, that is a Python step with a few tensor ops per kept box.
+Here the sorted boxes are cut into blocks of `BLOCK`: inside a block the greedy pass runs over a small
+precomputed suppression matrix, then the block's kept boxes suppress every later survivor with one vectorised
+IoU. The result is the same as the one-at-a-time loop. Measured on one shared CPU core: 12,000 RPN-like
+proposals (decoded jittered anchors, IoU 0.7, 3,240 kept) ~50 ms, 2,000 of them ~5 ms; 12,000 scattered
+random boxes of which 9,500 survive ~0.3 s (the work is kept x survivors IoUs), 2,000 such ~9 ms.
 
-IoUs are computed in float64 on the CPU whatever the input dtype/device, so that the decision at the threshold
-matches a float64 reference exactly; the kept indices come back on the input's device.
+IoUs are computed as box_iou does, inter / (area_a + area_b - inter), in the boxes' dtype (float32 for half
+precision), on the boxes' device; only the small in-block matrix visits the CPU.
 """
 
 from __future__ import annotations
@@ -84,18 +85,17 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Args:
         boxes: [N,4] (x1, y1, x2, y2).
         scores: [N].
-        iou_threshold: boxes overlapping a kept one by more than this are dropped.
+        iou_threshold: a box whose IoU with a kept, higher-ranked box is greater than this is dropped.
 
     Returns:
-        LongTensor [K] on the boxes' device.
+        LongTensor [K] of indices into `boxes`, on the boxes' device.
     """
     _check(boxes, scores)
-    if boxes.numel() == 0:
+    if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     order = _by_score(scores)
-    b = boxes.detach()[order].to("cpu", torch.float64).numpy()
-    kept = _greedy(b, float(iou_threshold))
-    return order[torch.from_numpy(kept).to(order.device)]
+    with torch.no_grad():
+        return order[_greedy(boxes[order].to(_work_dtype(boxes)), float(iou_threshold))]
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:

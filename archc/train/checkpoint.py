@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +28,20 @@ PREFIX = "__train__."
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write a file so that a crash leaves the old file or the new one, never a torn one.
 
-    `write(tmp)` fills a temp file in the same directory; it is fsynced, renamed onto `path`, and the
-    directory is fsynced so the rename itself survives a power loss.
+    `write(tmp)` fills a temp file in the same directory (so the rename cannot cross file systems); the
+    temp file is fsynced, renamed onto `path`, and the directory is fsynced so the rename itself survives
+    a power loss. On any error the temp file is removed and `path` is left as it was.
+
+    Args:
+        path: the file to (re)place; its directory is created if needed.
+        write: fills the temp file it is given.
+
+    Raises:
+        Exception: whatever `write` or the file system raised; `path` is unchanged.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _claim_temp(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -44,7 +50,30 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _claim_temp(path: Path) -> Path:
+    """Create an empty, unused `.NAME.XXXX.tmp` beside `path`.
+
+    Unlike tempfile.mkstemp (always 0600) the file gets the permissions a plain open() would give, so the
+    checkpoint is as readable as any other file the run writes.
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(dir_fd)
     finally:

@@ -57,6 +57,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
     progress: bool = True
     task: str = "classify"
+    init: str | None = None
 
     def to_meta(self) -> dict[str, Any]:
         """The JSON-able settings a resumed run restores."""
@@ -91,8 +92,12 @@ def _autocast(amp: str | None, device: str) -> Callable[[], Any] | None:
 
 def make_task(cfg: TrainConfig, graph: Graph, recipe: Recipe, info: DistInfo) -> Any:
     """The task object that supplies batches, the loss and evaluation (`select`: the metric for `best`)."""
+    if cfg.task == "detect":
+        from archc.detect.task import DetectTask
+
+        return DetectTask(graph, cfg.data, recipe, cfg.seed, info)
     if cfg.task != "classify":
-        raise TrainError(f"unknown task {cfg.task!r}", hint="archc train trains classifiers")
+        raise TrainError(f"unknown task {cfg.task!r}", hint="tasks: classify, detect")
     from archc.train.classify import ClassifyTask
 
     return ClassifyTask(graph, cfg.data, recipe, cfg.seed, info, workers=cfg.workers)
@@ -164,8 +169,17 @@ class Trainer:
     def _build(self) -> tuple[Graph, Any]:
         import archc
 
+        if self.cfg.task == "detect":
+            from archc.detect.task import build_detector, init_backbone
+
+            graph, module = build_detector(self.cfg)
+            if self.cfg.init and self.state is None:
+                init_backbone(module, self.cfg.init, graph)
+            return graph, module
         kwargs: dict[str, Any] = {"backend": self.cfg.backend, "mode": "train", "overrides": self.cfg.overrides}
         b = archc.build(self.cfg.spec, **kwargs)
+        if self.cfg.init and self.state is None:
+            archc.load_weights(b.module, self.cfg.init, b.graph)
         return b.graph, b.module
 
     def _new_run_dir(self) -> Path:
@@ -205,6 +219,8 @@ class Trainer:
             "depth": self.depth,
             "world": self.info.world,
             "torch": torch.__version__,
+            # what inference needs besides the weights (e.g. a detector's input mean and class names)
+            **getattr(self.task, "checkpoint_meta", dict)(),
         }
         state = TrainState(
             model={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
