@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,69 +11,116 @@ import click
 
 from archc.errors import ArchcError, CheckpointError
 
+SUFFIXES = (".png", ".svg", ".pdf")
+# the paper's Fig. 4/6 convention: thin dashed training curves, bold solid test curves, one colour per run
+STYLES = {"train": {"linestyle": "--", "linewidth": 1.0}, "test": {"linestyle": "-", "linewidth": 2.2}}
+# the header fields that carry the time of writing: cleared so the same data gives the same bytes
+NO_DATE = {".svg": {"Date": None}, ".pdf": {"CreationDate": None, "ModDate": None}, ".png": {}}
+
 
 def series(run: Path, metric: str) -> dict[str, Any]:
     """The train and test curves of one run directory for `metric`.
 
+    Args:
+        run: a run directory holding metrics.jsonl.
+        metric: the record field to plot, e.g. "error", "loss", "AP50".
+
+    Returns:
+        {"run": dir name, "metric": metric, "percent": bool, "train"/"test": {"iter": [...], "value": [...],
+        "style": {...}}}; values as recorded (fractions for errors), records without the metric skipped.
+
     Raises:
-        CheckpointError: no metrics.jsonl, or no record carries `metric`.
+        CheckpointError: RUN is not a directory, has no metrics.jsonl, or no record carries `metric`.
     """
     from archc.train.runs import read_metrics
 
-    recs = read_metrics(run / "metrics.jsonl")
-    out: dict[str, Any] = {"run": run.name, "metric": metric}
+    if not run.is_dir():
+        raise CheckpointError(f"{run} is not a run directory", hint="give directories written by archc train")
+    log = run / "metrics.jsonl"
+    if not log.is_file():
+        raise CheckpointError(
+            f"no metrics log in {run} (metrics.jsonl)",
+            hint="give a run directory written by archc train (runs/NAME-NNNN)",
+        )
+    recs = read_metrics(log)
+    out: dict[str, Any] = {"run": run.name, "metric": metric, "percent": metric.endswith("error")}
     for split in ("train", "test"):
-        pts = [(r["iter"], r[metric]) for r in recs if r.get("split") == split and metric in r]
-        out[split] = {"iter": [p[0] for p in pts], "value": [p[1] for p in pts]}
+        pts = [
+            (r["iter"], float(r[metric]))
+            for r in recs
+            if r.get("split") == split and _number(r.get("iter")) and _number(r.get(metric))
+        ]
+        out[split] = {"iter": [p[0] for p in pts], "value": [p[1] for p in pts], "style": dict(STYLES[split])}
     if not out["train"]["iter"] and not out["test"]["iter"]:
-        keys = sorted({k for r in recs for k, v in r.items() if isinstance(v, float)})
-        raise CheckpointError(f"{run}: no record has '{metric}'", hint=f"choose --metric from: {', '.join(keys)}")
+        keys = sorted({k for r in recs for k, v in r.items() if k != "iter" and _number(v)})
+        raise CheckpointError(
+            f"{log}: no record has the metric '{metric}'",
+            hint=f"choose --metric from: {', '.join(keys)}" if keys else "the log has no numeric records yet",
+        )
     return out
 
 
-def draw(curves: list[dict[str, Any]], out: Path, title: str | None, logy: bool, ylim: tuple | None) -> None:
-    """Write the figure; the file type follows the suffix (png, svg, pdf)."""
+def _number(v: Any) -> bool:
+    """Whether `v` can be a point on a curve (bools and NaN/inf are not)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def draw(
+    curves: list[dict[str, Any]],
+    out: Path,
+    title: str | None = None,
+    logy: bool = False,
+    ylim: tuple[float, float] | None = None,
+) -> None:
+    """Write the figure; the file type follows the suffix (.png, .svg, .pdf).
+
+    Args:
+        curves: series() of each run, in legend order; an optional "color" per run (default: the cycle).
+        out: the image file.
+        title: the figure title (default: says which line style is which).
+        logy: logarithmic y axis.
+        ylim: the y range, in percent for error metrics.
+    """
     import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "archc"  # the same SVG for the same data
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    percent = curves[0]["metric"].endswith("error")
-    scale = 100.0 if percent else 1.0
-    for i, c in enumerate(curves):
-        colour = f"C{i % 10}"
-        tr, te = c["train"], c["test"]
-        if tr["iter"]:
-            ax.plot(tr["iter"], [v * scale for v in tr["value"]], "--", color=colour, linewidth=1.0)
-        if te["iter"]:
-            ax.plot(te["iter"], [v * scale for v in te["value"]], "-", color=colour, linewidth=2.2, label=c["run"])
-        elif tr["iter"]:
-            ax.plot([], [], "-", color=colour, linewidth=2.2, label=c["run"])
-    ax.set_xlabel("iter.")
-    ax.set_ylabel(f"{curves[0]['metric']} (%)" if percent else curves[0]["metric"])
-    if logy:
-        ax.set_yscale("log")
-    if ylim:
-        ax.set_ylim(*ylim)
-    ax.set_title(title or "dashed: training, bold: test")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, metadata={"Date": None} if out.suffix.lower() == ".svg" else None)
-    plt.close(fig)
+    metric = curves[0]["metric"]
+    scale = 100.0 if curves[0]["percent"] else 1.0
+    # a Figure with its own Agg canvas: no pyplot, so no display backend and no global figure state
+    with matplotlib.rc_context({"svg.hashsalt": "archc", "pdf.compression": 6}):
+        fig = Figure(figsize=(7, 4.5), dpi=120)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        for i, c in enumerate(curves):
+            colour = c.get("color", f"C{i % 10}")
+            for split in ("train", "test"):
+                s = c[split]
+                if s["iter"]:
+                    label = c["run"] if split == "test" or not c["test"]["iter"] else None
+                    ax.plot(s["iter"], [v * scale for v in s["value"]], color=colour, label=label, **s["style"])
+        ax.set_xlabel("iter.")
+        ax.set_ylabel(f"{metric} (%)" if scale != 1.0 else metric)
+        if logy:
+            ax.set_yscale("log")
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.set_title(title or "dashed: training, bold: test")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, metadata=NO_DATE[out.suffix.lower()] or None)
 
 
 @click.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Image to write (.png/.svg/.pdf).")
-@click.option("--metric", default="error", show_default=True, help="Record field to plot (e.g. loss, AP50).")
+@click.option("--metric", default="error", show_default=True, help="Record field to plot (e.g. loss, AP, AP50).")
 @click.option("--title", default=None, help="Figure title.")
 @click.option("--logy", is_flag=True, help="Logarithmic y axis.")
-@click.option("--ylim", nargs=2, type=float, default=None, metavar="LOW HIGH", help="y range (in %% for errors).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plotted series as JSON.")
+@click.option("--ylim", nargs=2, type=float, default=None, metavar="LOW HIGH", help="y range (in percent for errors).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plotted series as JSON (with -o: as well).")
 def plot(
     runs: tuple[Path, ...],
     out: Path | None,
@@ -84,11 +132,14 @@ def plot(
 ) -> None:
     """Plot training (dashed) and test (bold) curves of RUNS against iterations, like the paper's Fig. 4/6.
 
+    One colour per run, the legend names the run directories; error metrics are drawn in percent.
+
     \b
     Examples:
       archc plot runs/plain20-0001 runs/resnet20-0001 -o curves.png
       archc plot runs/resnet110-0001 --logy -o r110.svg
       archc plot runs/resnet20-0001 --metric loss -o loss.png
+      archc plot runs/faster_rcnn-0001 --metric AP50 -o ap.pdf
       archc plot runs/resnet20-0001 --json
     """
     from archc.cli import _fail
@@ -96,15 +147,21 @@ def plot(
     try:
         if out is None and not as_json:
             raise ArchcError("nothing to do", hint="give -o FILE to draw, or --json to print the curves")
+        if out is not None and out.suffix.lower() not in SUFFIXES:
+            raise ArchcError(f"cannot draw '{out}': unknown image type", hint="name the file .png, .svg or .pdf")
+        if ylim is not None and logy and min(ylim) <= 0:
+            raise ArchcError(f"--ylim {ylim[0]:g} {ylim[1]:g} with --logy", hint="a log axis needs LOW > 0")
         curves = [series(r, metric) for r in runs]
+        for i, c in enumerate(curves):
+            c["color"] = f"C{i % 10}"  # matplotlib's default cycle, named so --json says which line is which
         if out is not None:
-            if out.suffix.lower() not in (".png", ".svg", ".pdf"):
-                raise ArchcError(f"cannot draw '{out}'", hint="name the file .png, .svg or .pdf")
             draw(curves, out, title, logy, ylim)
     except ArchcError as err:
         _fail(err)
         return
     if as_json:
         click.echo(json.dumps({"runs": curves, "train_style": "dashed", "test_style": "bold"}, indent=2))
+        if out is not None:
+            click.echo(f"wrote {out}", err=True)
     else:
         click.echo(f"wrote {out}")

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import secrets
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _claim_temp(path)
     try:
+        mode = stat.S_IMODE(os.stat(tmp).st_mode)
         write(tmp)
+        # writers that replace the file themselves (safetensors does) leave it 0600: restore the umask's mode
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -100,7 +104,12 @@ class TrainState:
 
 
 def capture_rng() -> dict[str, Any]:
-    """The states of python's `random`, numpy's global generator and torch's CPU (and CUDA) generators."""
+    """Snapshot every global random generator a training run draws from.
+
+    Returns:
+        {"python": [...], "numpy": [...]} as JSON-able lists, "torch": the CPU generator's state tensor,
+        and "cuda": a list of per-device state tensors when CUDA is available.
+    """
     version, internal, gauss = random.getstate()
     np_state = np.random.get_state()
     out: dict[str, Any] = {
@@ -114,102 +123,197 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(rng: dict[str, Any]) -> None:
-    """Restore what capture_rng() returned."""
-    version, internal, gauss = rng["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = rng["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    """Put every global random generator back to a capture_rng() snapshot.
+
+    CUDA states are restored for the devices this process has (a checkpoint from a bigger machine keeps
+    going on a smaller one); a snapshot without CUDA states leaves the CUDA generators alone.
+
+    Args:
+        rng: what capture_rng() returned, possibly after a JSON round trip of its non-tensor parts.
+
+    Raises:
+        CheckpointError: a part is missing or malformed.
+    """
+    try:
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(rng["torch"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"the random generator states are malformed ({exc})", hint="resume from a checkpoint written by archc train"
+        ) from None
+    if rng.get("cuda") and torch.cuda.is_available():
+        for device, state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, device)
 
 
-def _split_optimizer(opt: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Move the optimizer state's tensors into `tensors`; return the JSON-able rest."""
+def _own_storage(t: torch.Tensor, seen: set[int]) -> torch.Tensor:
+    """A CPU, contiguous tensor that shares memory with no other tensor in the file.
+
+    safetensors refuses tensors that share storage (tied weights, views of one buffer); those are copied,
+    everything else is written without a copy.
+    """
+    t = t.detach().cpu().contiguous()
+    storage = t.untyped_storage()
+    ptr = storage.data_ptr()
+    if ptr in seen or storage.nbytes() != t.numel() * t.element_size():
+        t = t.clone()
+        ptr = t.untyped_storage().data_ptr()
+    seen.add(ptr)
+    return t
+
+
+def _split_optimizer(opt: dict[str, Any], put: Callable[[str, torch.Tensor], None]) -> dict[str, Any]:
+    """Hand the optimizer state's tensors to `put`; return the JSON-able rest."""
     state_json: dict[str, dict[str, Any]] = {}
     for pid, entries in opt["state"].items():
         state_json[str(pid)] = {}
         for name, value in entries.items():
             if isinstance(value, torch.Tensor):
-                key = f"{PREFIX}optim.{pid}.{name}"
-                tensors[key] = value.detach().cpu().contiguous()
+                key = f"{PREFIX}optim.state.{pid}.{name}"
+                put(key, value)
                 state_json[str(pid)][name] = {"tensor": key}
             else:
                 state_json[str(pid)][name] = {"value": value}
     return {"state": state_json, "param_groups": opt["param_groups"]}
 
 
+def _json(what: str, value: Any) -> str:
+    """JSON text for the header; a value JSON cannot hold is the caller's bug, named here."""
+    try:
+        return json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot save the checkpoint's {what}: {exc}",
+            hint=f"keep the {what} to JSON types (str, numbers, lists, dicts)",
+        ) from None
+
+
 def save_checkpoint(path: Path, state: TrainState) -> None:
-    """Write `state` to one .safetensors file atomically (see the module docstring for the layout)."""
+    """Write `state` to one .safetensors file, atomically.
+
+    Layout: the model's weights under their own keys (the file is a `--weights` file as it is), the
+    optimizer's tensors under `__train__.optim.state.<param>.<name>`, the RNG tensors under
+    `__train__.rng.torch` / `__train__.rng.cuda.<device>`, and in the header (str -> str) the marker
+    `format: archc-train/1` plus JSON for the optimizer's param_groups and scalar state, the schedule, the
+    python/numpy RNG states and the run metadata.
+
+    Args:
+        path: the file to write (typically RUN/last.safetensors or RUN/best.safetensors).
+        state: what to save.
+
+    Raises:
+        CheckpointError: a model key uses the reserved prefix, or a non-tensor part is not JSON-able.
+    """
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+
+    def put(key: str, value: torch.Tensor) -> None:
+        tensors[key] = _own_storage(value, seen)
+
     for k, v in state.model.items():
         if k.startswith(PREFIX):
-            raise CheckpointError(f"model key '{k}' uses the reserved prefix {PREFIX!r}")
-        tensors[k] = v.detach().cpu().contiguous()
-    optim = _split_optimizer(state.optimizer, tensors)
+            raise CheckpointError(
+                f"model key '{k}' uses the prefix {PREFIX!r} reserved for training state",
+                hint="rename the layer in the spec",
+            )
+        put(k, v)
+    optim = _split_optimizer(state.optimizer, put)
     rng = dict(state.rng)
-    tensors[f"{PREFIX}rng.torch"] = rng.pop("torch")
-    for i, t in enumerate(rng.pop("cuda", [])):
-        tensors[f"{PREFIX}rng.cuda.{i}"] = t
+    put(f"{PREFIX}rng.torch", rng.pop("torch"))
+    for i, t in enumerate(rng.pop("cuda", None) or []):
+        put(f"{PREFIX}rng.cuda.{i}", t)
     metadata = {
         "format": FORMAT,
-        "optimizer": json.dumps(optim),
-        "scheduler": json.dumps(state.scheduler),
-        "rng": json.dumps(rng),
-        "meta": json.dumps(state.meta),
+        "optimizer": _json("optimizer state", optim),
+        "scheduler": _json("schedule state", state.scheduler),
+        "rng": _json("random generator states", rng),
+        "meta": _json("run metadata", state.meta),
     }
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def is_train_checkpoint(metadata: dict[str, str] | None) -> bool:
-    """Whether a safetensors header belongs to an archc training checkpoint."""
-    return bool(metadata) and metadata.get("format", "").startswith("archc-train/")
+    """Whether a safetensors header belongs to an archc training checkpoint (of any format version).
+
+    Args:
+        metadata: the header's metadata, as safetensors' `metadata()` returns it.
+
+    Returns:
+        True when it carries the `archc-train/` format marker.
+    """
+    return bool(metadata) and str(metadata.get("format", "")).startswith("archc-train/")
 
 
 def load_checkpoint(path: Path) -> TrainState:
     """Read a checkpoint written by save_checkpoint (safetensors and JSON only, nothing unpickled).
 
+    Args:
+        path: the .safetensors file.
+
+    Returns:
+        The saved state; tensors are on the CPU (optimizer.load_state_dict moves them to the parameters).
+
     Raises:
-        CheckpointError: the file is missing, unreadable, or not an archc training checkpoint.
+        CheckpointError: the file is missing, unreadable, truncated, a plain weights file, from another
+            format version, or has missing/malformed parts.
     """
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint", hint=f"give {path / 'last.safetensors'}")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}", hint="give a run directory or its last.safetensors")
+        raise CheckpointError(
+            f"checkpoint not found: {path}", hint="give a run directory's last.safetensors or best.safetensors"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # a torn or foreign file is the user's to replace, not a crash
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}", hint="is it a .safetensors file?") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {exc}",
+            hint="the file is not a .safetensors file or was cut short; use the run's other checkpoint",
+        ) from None
     if not is_train_checkpoint(metadata):
         raise CheckpointError(
-            f"{path} is a weights file, not an archc training checkpoint",
-            hint="--resume needs a run directory written by archc train; use --weights for plain weights",
+            f"{path} is a weights file, not an archc training checkpoint (no '{FORMAT}' marker)",
+            hint="--resume needs a run directory written by archc train; use --weights/--init for plain weights",
+        )
+    if metadata["format"] != FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {metadata['format']!r}; this archc reads {FORMAT!r}",
+            hint="resume it with the archc version that wrote it (its weights still load with --weights)",
         )
     try:
-        optim = json.loads(metadata["optimizer"])
-        state: dict[int, dict[str, Any]] = {}
-        for pid, entries in optim["state"].items():
-            state[int(pid)] = {
-                name: tensors[e["tensor"]] if "tensor" in e else e["value"] for name, e in entries.items()
-            }
-        rng = json.loads(metadata["rng"])
-        rng["torch"] = tensors[f"{PREFIX}rng.torch"]
-        cuda = sorted(
-            (k for k in tensors if k.startswith(f"{PREFIX}rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1])
-        )
-        if cuda:
-            rng["cuda"] = [tensors[k] for k in cuda]
-        return TrainState(
-            model={k: v for k, v in tensors.items() if not k.startswith(PREFIX)},
-            optimizer={"state": state, "param_groups": optim["param_groups"]},
-            scheduler=json.loads(metadata["scheduler"]),
-            rng=rng,
-            meta=json.loads(metadata["meta"]),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is incomplete ({exc!r} missing or malformed)") from None
+        return _unpack(metadata, tensors)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete ({exc!r} missing or malformed)",
+            hint="it was not written by archc train's save_checkpoint; use the run's other checkpoint",
+        ) from None
+
+
+def _unpack(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> TrainState:
+    """Reassemble a TrainState from a checkpoint's header and tensors (KeyError/ValueError when malformed)."""
+    optim = json.loads(metadata["optimizer"])
+    state: dict[int, dict[str, Any]] = {}
+    for pid, entries in optim["state"].items():
+        state[int(pid)] = {name: tensors[e["tensor"]] if "tensor" in e else e["value"] for name, e in entries.items()}
+    rng = json.loads(metadata["rng"])
+    rng["torch"] = tensors[f"{PREFIX}rng.torch"]
+    cuda = sorted((k for k in tensors if k.startswith(f"{PREFIX}rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    if cuda:
+        rng["cuda"] = [tensors[k] for k in cuda]
+    return TrainState(
+        model={k: v for k, v in tensors.items() if not k.startswith(PREFIX)},
+        optimizer={"state": state, "param_groups": optim["param_groups"]},
+        scheduler=json.loads(metadata["scheduler"]),
+        rng=rng,
+        meta=json.loads(metadata["meta"]),
+    )

@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from archc.errors import CheckpointError
 
+_BAD_NAME = re.compile(r"^$|^\.|[/\\\x00]")
+
 
 def new_run_dir(root: Path, name: str) -> Path:
-    """Create root/NAME-0001 (or the first free number) and return it.
+    """Create root/NAME-0001 (or the first number after the highest taken) and return it.
 
-    mkdir without exist_ok claims a number atomically, so two runs started together get different ones.
+    mkdir without exist_ok claims a number atomically, so two runs started at the same moment get
+    different directories; the loser of a race moves on to the next number.
+
+    Args:
+        root: the runs directory (created if needed).
+        name: the run's name, e.g. the net's: one directory name, not starting with a dot.
+
+    Returns:
+        The new, empty directory.
+
+    Raises:
+        CheckpointError: the name is not usable as a directory name.
     """
+    if _BAD_NAME.search(name):
+        raise CheckpointError(
+            f"run name {name!r} is not a plain directory name", hint="give a name without '/', '\\' or a leading '.'"
+        )
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    taken = [p.name[len(name) + 1 :] for p in root.glob(f"{name}-*")]
+    prefix = f"{name}-"
+    taken = [p.name[len(prefix) :] for p in root.iterdir() if p.name.startswith(prefix)]
     n = max((int(t) for t in taken if t.isdigit()), default=0) + 1
     while True:
-        path = root / f"{name}-{n:04d}"
+        path = root / f"{prefix}{n:04d}"
         try:
             path.mkdir()
             return path
@@ -30,61 +50,128 @@ def new_run_dir(root: Path, name: str) -> Path:
 class MetricsLog:
     """Append-only JSON-lines log of training and test records.
 
-    Each record is flushed as it is written (not fsynced: a lost tail after a power cut costs a few
-    records, which the resumed run writes again; a torn last line is skipped by read_metrics).
+    Each record is one `write` of one line, flushed at once so that `archc plot` sees a live run; it is
+    not fsynced: a power cut loses at most the last few records, which a resumed run writes again (it
+    truncates the log to its checkpoint's iteration), and an fsync per record would cost more than the
+    record is worth. A torn last line left by a killed run is dropped before the first new record, so
+    new records never glue onto it.
 
     Args:
-        path: the metrics.jsonl file.
+        path: the metrics.jsonl file (created on the first record).
         enabled: False on ranks other than 0, which write nothing.
     """
 
     def __init__(self, path: Path, *, enabled: bool = True) -> None:
         self.path = Path(path)
         self.enabled = enabled
+        self._checked_tail = False
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record."""
+        """Append one record as one JSON line.
+
+        Args:
+            record: a JSON-able dict, by convention with "iter" and "split" (see docs/training.md).
+        """
         if not self.enabled:
             return
+        if not self._checked_tail:
+            _drop_torn_tail(self.path)
+            self._checked_tail = True
+        line = json.dumps(record, sort_keys=True) + "\n"
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(line)
             f.flush()
 
     def truncate_after(self, iteration: int) -> None:
-        """Drop records past `iteration` (a resumed run writes them again); rewritten atomically."""
+        """Drop the records past `iteration` (a resumed run writes them again); rewritten atomically.
+
+        Args:
+            iteration: the last iteration to keep, e.g. the resumed checkpoint's.
+
+        Raises:
+            CheckpointError: the log is malformed before its last line.
+        """
         if not self.enabled or not self.path.is_file():
             return
         from archc.train.checkpoint import atomic_write
 
-        kept = [r for r in read_metrics(self.path) if int(r.get("iter", 0)) <= iteration]
+        kept = [r for r in read_metrics(self.path) if _iteration(r) <= iteration]
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
         atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        self._checked_tail = True
+
+
+def _iteration(record: dict[str, Any]) -> float:
+    """A record's iteration; records without one are kept (they belong to no iteration)."""
+    value = record.get("iter", 0)
+    return value if isinstance(value, (int, float)) else 0
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line that has no newline (a write interrupted by a kill) off the end of `path`."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # only the tail is read: the log of a long run can be large
+        pos = size
+        while pos > 0:
+            step = min(pos, 1 << 16)
+            pos -= step
+            f.seek(pos)
+            chunk = f.read(step)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(pos + cut + 1)
+                return
+        f.truncate(0)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl; a torn last line (a run killed mid-write) is ignored.
+    """The records of a metrics.jsonl, in file order.
+
+    A last line without its newline is a write cut short by a kill and is ignored, whatever it holds;
+    every complete line must be a JSON object.
+
+    Args:
+        path: the metrics.jsonl file.
+
+    Returns:
+        The records as dicts.
 
     Raises:
-        CheckpointError: the file is missing, or a line other than the last is not a JSON object.
+        CheckpointError: the file is missing or unreadable, or a complete line is not a JSON object
+            (named as FILE:LINE).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no metrics log: {path}", hint="give a run directory written by archc train")
-    lines = path.read_text(encoding="utf-8").split("\n")
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}", hint="check the file's permissions") from None
+    lines = text.split("\n")
+    # text.split leaves "" after a final newline; anything else there is a torn line
+    complete, _torn = lines[:-1], lines[-1]
     out = []
-    for i, line in enumerate(lines, 1):
+    for i, line in enumerate(complete, 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            if not isinstance(rec, dict):
-                raise ValueError("not an object")
         except ValueError:
-            if i == len(lines) or (i == len(lines) - 1 and not lines[-1]):
-                continue  # torn tail
+            rec = None
+        if not isinstance(rec, dict):
             raise CheckpointError(
-                f"{path}:{i}: not a metrics record", hint="the file was edited or corrupted"
-            ) from None
+                f"{path}:{i}: not a metrics record: {line[:60]!r}",
+                hint="the file was edited or corrupted; fix or delete that line",
+            )
         out.append(rec)
     return out
 

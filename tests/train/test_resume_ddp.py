@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -82,15 +81,10 @@ def test_sigkill_then_resume_ends_with_identical_weights(tmp_path):
     assert train_iters == sorted(set(train_iters)) and train_iters[-1] == 24
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(args: list[str], runs: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
-    cmd += ["--master-port", str(_free_port()), "-m", "archc", "train", SPEC, *COMMON, "--runs", str(runs), *args]
+    # --standalone: torchrun picks a free port itself (no race with other jobs for a port chosen here)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "archc", "train", SPEC, *COMMON, "--runs", str(runs), *args]
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
 
 
