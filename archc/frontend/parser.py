@@ -21,7 +21,7 @@ _TERMINAL_WORDS = {
     "INT": "an integer",
     "FLOAT": "a number",
     "DIMS": "a shape like 3x3",
-    "STRING": 'a quoted path',
+    "STRING": "a quoted path",
     "LBRACE": "'{'",
     "RBRACE": "'}'",
     "LPAR": "'('",
@@ -39,12 +39,7 @@ _TERMINAL_WORDS = {
 
 
 # the grammar's reserved words: a name spelled like one would be unreachable
-KEYWORDS = frozenset(
-    [
-        "use", "block", "net", "input", "output", "cut", "repeat", "as", "if", "elif", "else", "add",
-        "and", "or", "not", "true", "false",
-    ]
-)
+KEYWORDS = frozenset("use block net input output cut repeat as if elif else add and or not true false".split())
 
 
 @functools.lru_cache(maxsize=1)

@@ -180,4 +180,3 @@ def parse_value(text: str) -> Value | None:
     if m["bool"]:
         return m["bool"] == "true"
     return Symbol(m["name"])
-

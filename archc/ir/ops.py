@@ -256,8 +256,7 @@ def _add_infer(a: dict, ins: list[Shape]) -> Shape:
             what = f"channel mismatch: the block makes {main[0]} channels but its shortcut carries {short[0]}"
         elif main[0] == short[0]:
             what = (
-                f"spatial mismatch: the block makes {main[1]}x{main[2]} "
-                f"but its shortcut carries {short[1]}x{short[2]}"
+                f"spatial mismatch: the block makes {main[1]}x{main[2]} but its shortcut carries {short[1]}x{short[2]}"
             )
         else:
             what = f"shape mismatch: the block makes {describe(main)} but its shortcut carries {describe(short)}"
