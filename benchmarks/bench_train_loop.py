@@ -40,7 +40,7 @@ def bare_loop(spec: str, batch: int, iters: int, warmup: int, seed: int) -> floa
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
-    shape = next(n.shape for n in archc.build(spec, lower=False).graph.nodes() if n.op == "input")
+    shape = archc.build(spec, lower=False).graph.input.shape
     xs = [torch.rand((batch, *shape), generator=g) for _ in range(4)]
     ys = [torch.randint(0, 10, (batch,), generator=g) for _ in range(4)]
     t0 = 0.0

@@ -64,9 +64,14 @@ def _detect(spec, images, weights, out, score, scales, overrides):  # noqa: ANN0
         sizes = tuple(int(s) for s in scales.split(",")) if scales else ()
     except ValueError:
         raise ArchcError(f"--scales needs numbers like 96,128, got {scales!r}") from None
+    from archc.detect.task import _archc_meta, _param
+
     graph, model = load_detector(str(spec), weights, overrides)
-    mean = _mean_from(weights)
-    names = _class_names(weights, graph)
+    # the input mean and class names the run trained with are kept in its checkpoint's header
+    meta = _archc_meta(weights) or {}
+    mean = torch.tensor(meta["data_mean"], dtype=torch.float32) if meta.get("data_mean") else torch.zeros(3)
+    names = list(meta.get("class_names") or [])
+    names = names or [str(i) for i in range(1, int(_param(graph, "num_classes") or 0) + 1)]
     results = []
     if out is not None and len(images) > 1:
         out.mkdir(parents=True, exist_ok=True)
@@ -93,24 +98,3 @@ def _detect(spec, images, weights, out, score, scales, overrides):  # noqa: ANN0
             r["drawn"] = str(target)
         results.append(r)
     return results
-
-
-def _mean_from(weights: Path):  # noqa: ANN202
-    """The per-channel mean the detector was trained with (kept in the run's checkpoint), else 0."""
-    import torch
-
-    from archc.detect.task import _archc_meta
-
-    meta = _archc_meta(weights) or {}
-    mean = meta.get("data_mean")
-    return torch.tensor(mean, dtype=torch.float32) if mean else torch.zeros(3)
-
-
-def _class_names(weights: Path, graph) -> list[str]:  # noqa: ANN001
-    from archc.detect.task import _archc_meta, _param
-
-    meta = _archc_meta(weights) or {}
-    names = meta.get("class_names")
-    if names:
-        return list(names)
-    return [str(i) for i in range(1, int(_param(graph, "num_classes") or 0) + 1)]

@@ -66,10 +66,11 @@ def eval_(
     try:
         opts = dict(locals())
         opts["overrides"] = _parse_sets(sets)
-        from archc.commands.train import _is_detector
+        from archc.commands.train import spec_graph
 
         table = None
-        if _is_detector(spec, opts["overrides"]):
+        opts["graph"] = spec_graph(spec, opts["overrides"])
+        if "cut" in opts["graph"].meta:
             from archc.detect.task import evaluate_detector
 
             metrics, table = evaluate_detector(spec, weights, data, opts["overrides"], backend, device, seed)
@@ -104,14 +105,14 @@ def eval_(
 def _eval_classifier(o: dict[str, Any]) -> dict[str, Any]:
     """Test metrics for the parsed `archc eval` options `o` (the click parameters by name)."""
     import archc
-    from archc.commands.train import _input_shape, resolve_recipe
+    from archc.commands.train import resolve_recipe
     from archc.train.classify import ClassifyTask
     from archc.train.distributed import init_distributed
     from archc.train.loop import _autocast
 
     spec, overrides, data = o["spec"], o["overrides"], o["data"]
     hps = {"test_crop": o["test_crop"]} if o["test_crop"] else {}
-    r = resolve_recipe(o["recipe"], _input_shape(spec, overrides), data, None, o["batch_size"], None, hps)
+    r = resolve_recipe(o["recipe"], o["graph"].input.shape, data, None, o["batch_size"], None, hps)
     info = init_distributed(o["device"])
     b = archc.build(spec, backend=o["backend"], mode=o["mode"], overrides=overrides)
     archc.load_weights(b.module, o["weights"], b.graph)

@@ -49,17 +49,11 @@ def resolve_recipe(
     return override(r, changes) if changes else r
 
 
-def _input_shape(spec: Path, overrides: dict[str, str]) -> tuple[int, ...]:
+def spec_graph(spec: Path, overrides: dict[str, str]) -> Any:
+    """The spec's graph before any pass (for its input shape and whether it is a detector: has a `cut`)."""
     import archc
 
-    g = archc.build(spec, overrides=overrides, lower=False).graph
-    return next(tuple(n.shape) for n in g.nodes() if n.op == "input")
-
-
-def _is_detector(spec: Path, overrides: dict[str, str]) -> bool:
-    import archc
-
-    return "cut" in archc.build(spec, overrides=overrides, lower=False, passes=[]).graph.meta
+    return archc.build(spec, overrides=overrides, lower=False, passes=[]).graph
 
 
 @click.command()
@@ -173,15 +167,14 @@ def _train(o: dict[str, Any]) -> dict[str, Any] | None:
     from archc.train.loop import TrainConfig, Trainer
 
     spec, resume = o["spec"], o["resume"]
-    detector = _is_detector(spec, o["overrides"])
+    graph = spec_graph(spec, o["overrides"])
+    detector = "cut" in graph.meta
     if detector:
         from archc.detect.task import detection_recipe
 
         r = detection_recipe(o["recipe"], o["iters"], o["batch_size"], o["lr"], o["hps"])
     else:
-        r = resolve_recipe(
-            o["recipe"], _input_shape(spec, o["overrides"]), o["data"], o["iters"], o["batch_size"], o["lr"], o["hps"]
-        )
+        r = resolve_recipe(o["recipe"], graph.input.shape, o["data"], o["iters"], o["batch_size"], o["lr"], o["hps"])
     if resume is not None and not (resume / "last.safetensors").is_file() and resume.is_dir():
         raise TrainError(f"nothing to resume in {resume}: no last.safetensors", hint="give a run directory")
     same = ("data", "backend", "overrides", "runs", "name", "seed", "amp", "device", "sync_bn", "deterministic")

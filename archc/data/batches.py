@@ -8,6 +8,7 @@ the images and crops one process would.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,17 +33,17 @@ class Draw:
         return Draw(self.u[sel], self.flip[sel], self.side[sel], self.alpha[sel])
 
 
-class ImageSet:
-    """A labelled image collection; subclasses say how crops are made from it."""
+class ImageSet(ABC):
+    """A labelled image collection; subclasses say how images are stored and may say how crops are made."""
 
     labels: torch.Tensor
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
+    @abstractmethod
     def load(self, indices: torch.Tensor) -> torch.Tensor:
         """uint8 images [B,C,h,w] at their stored size (sets of equal-sized images)."""
-        raise NotImplementedError
 
     def train_crops(self, indices: torch.Tensor, shape: tuple[int, ...], aug: Augment, d: Draw) -> torch.Tensor:
         """uint8 [B,C,H,W] training crops: zero-pad by `pad_crop` and crop at the drawn offsets."""

@@ -22,6 +22,20 @@ class FolderImageSet(ImageSet):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def load(self, indices: torch.Tensor) -> torch.Tensor:
+        """The images at `indices` decoded as RGB uint8 [B,3,h,w]; they must all have one size.
+
+        Raises:
+            DataError: an image cannot be read, or the images differ in size (use the crops instead).
+        """
+        out = [self._tensor(self._open(i)) for i in indices.tolist()]
+        if len({tuple(t.shape) for t in out}) > 1:
+            raise DataError(
+                f"images of {self.paths[int(indices[0])].parent.parent} differ in size, so they cannot be stacked",
+                hint="train on crops (Batches) instead of the stored images",
+            )
+        return torch.stack(out) if out else torch.empty((0, 3, 0, 0), dtype=torch.uint8)
+
     def _open(self, i: int):  # noqa: ANN202 - a PIL image
         from PIL import Image, UnidentifiedImageError
 

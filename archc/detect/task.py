@@ -333,14 +333,9 @@ def init_backbone(model: Any, path: str | Path, graph: Graph) -> int:
 
 
 def _archc_meta(path: str | Path) -> dict[str, Any] | None:
-    if not str(path).endswith(".safetensors"):
-        return None
-    try:
-        from archc.train.checkpoint import load_checkpoint
+    from archc.train.checkpoint import read_meta
 
-        return load_checkpoint(Path(path)).meta
-    except Exception:  # not a training checkpoint: a plain weights file
-        return None
+    return read_meta(Path(path)) if str(path).endswith(".safetensors") else None
 
 
 def load_detector(

@@ -249,6 +249,22 @@ def is_train_checkpoint(metadata: dict[str, str] | None) -> bool:
     return bool(metadata) and str(metadata.get("format", "")).startswith("archc-train/")
 
 
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """The run metadata of an `archc train` checkpoint from its header alone (no tensor is read).
+
+    Returns:
+        The `meta` dict, or None for anything that is not a readable training checkpoint.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return json.loads(metadata["meta"]) if is_train_checkpoint(metadata) else None
+    except Exception:  # a plain weights file, a torch file, a torn file: no training metadata
+        return None
+
+
 def load_checkpoint(path: Path) -> TrainState:
     """Read a checkpoint written by save_checkpoint (safetensors and JSON only, nothing unpickled).
 

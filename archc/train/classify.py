@@ -53,7 +53,7 @@ class ClassifyTask:
         from archc.data.classify import Batches, open_classify_data, pixel_mean
 
         self.info = info
-        self.input_shape = _input_shape(graph)
+        self.input_shape = tuple(int(s) for s in graph.input.shape)
         self.num_classes = head_classes(graph)
         self.data = open_classify_data(data, input_shape=self.input_shape, num_classes=self.num_classes)
         self.augment = recipe.augment()
@@ -137,10 +137,3 @@ class ClassifyTask:
             "top5_error": totals[2].item() / n,
             "images": int(totals[3].item()),
         }
-
-
-def _input_shape(graph: Graph) -> tuple[int, int, int]:
-    for n in graph.nodes():
-        if n.op == "input":
-            return tuple(int(s) for s in n.shape)  # type: ignore[return-value]
-    raise AssertionError("a linted graph has an input node")

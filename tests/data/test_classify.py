@@ -115,6 +115,7 @@ def test_imagefolder_lazy_crops_and_errors(tmp_path):
     _write_folder(tmp_path / "imgs")
     d = open_classify_data(f"imagefolder:{tmp_path / 'imgs'}", input_shape=(3, 24, 24), num_classes=2)
     assert d.classes == ["cat", "dog"] and len(d.train) == 6 and d.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert d.train.load(torch.tensor([0, 4])).shape == (2, 3, 30, 40)  # decoded at their stored size
     aug = Augment(flip=True, scale=(26, 34), test_crop="ten", resize_to=28)
     b = Batches(d.train, batch_size=4, input_shape=(3, 24, 24), train=True, augment=aug, mean=None, seed=1)
     x, y = b.batch(0)

@@ -24,6 +24,7 @@ from archc.train.checkpoint import (
     atomic_write,
     capture_rng,
     load_checkpoint,
+    read_meta,
     restore_rng,
     save_checkpoint,
 )
@@ -238,3 +239,20 @@ def test_load_errors(tmp_path):
     save_file({"w": torch.zeros(2)}, str(partial), metadata={"format": FORMAT, "meta": "{}"})
     with pytest.raises(CheckpointError, match="incomplete"):
         load_checkpoint(partial)
+
+
+def test_read_meta_reads_the_header_only(tmp_path):
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(
+        path,
+        TrainState(
+            {"w": torch.zeros(3)},
+            {"state": {}, "param_groups": []},
+            {},
+            capture_rng(),
+            {"iteration": 7, "class_names": ["a"]},
+        ),
+    )
+    assert read_meta(path) == {"iteration": 7, "class_names": ["a"]}
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    assert read_meta(tmp_path / "plain.safetensors") is None and read_meta(tmp_path / "none.safetensors") is None
