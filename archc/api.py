@@ -58,6 +58,7 @@ def build(
     frozen_bn: bool = False,
     freeze_at: int | None = None,
     part: str | None = None,
+    backend_options: Mapping[str, Any] | None = None,
 ) -> Build:
     """Parse, elaborate, run passes and (optionally) lower a spec, timing each phase.
 
@@ -77,6 +78,8 @@ def build(
             `freeze_at` stages (top-level block calls): their parameters get requires_grad=False. 0 freezes
             the stem only; None nothing.
         part: "trunk" or "head" of a net with a `cut` (see `Graph.part`); None: the whole net.
+        backend_options: keyword options for the backend's lower() (e.g. the onnxruntime backend's
+            threads or optimization); backends refuse options they do not know.
 
     Returns:
         A Build.
@@ -106,7 +109,7 @@ def build(
     module = None
     origin = _origin(spec)
     if lower:
-        module = get_backend(backend).lower(graph, origin=os.path.basename(origin))
+        module = get_backend(backend).lower(graph, origin=os.path.basename(origin), **dict(backend_options or {}))
         for name, p in module.named_parameters():
             # requires_grad is not touched by train()/eval(), so the freeze survives them
             if name.split(".", 1)[0] in frozen:
@@ -249,6 +252,7 @@ def compile(
     frozen_bn: bool = False,
     freeze_at: int | None = None,
     part: str | None = None,
+    backend_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """Compile a spec into a trainable `torch.nn.Module`.
 
@@ -262,6 +266,7 @@ def compile(
         frozen_bn: every BN a fixed affine (see `build`).
         freeze_at: freeze the stem and the first `freeze_at` stages (see `build`).
         part: "trunk" or "head" of a net with a `cut` (see `build`).
+        backend_options: keyword options for the backend's lower() (see `build`).
 
     Returns:
         The module, freshly initialised unless `weights` is given.
@@ -270,7 +275,14 @@ def compile(
         ArchcError: anything wrong with the spec, the overrides, the backend or the weights.
     """
     b = build(
-        spec, backend=backend, mode=mode, overrides=overrides, frozen_bn=frozen_bn, freeze_at=freeze_at, part=part
+        spec,
+        backend=backend,
+        mode=mode,
+        overrides=overrides,
+        frozen_bn=frozen_bn,
+        freeze_at=freeze_at,
+        part=part,
+        backend_options=backend_options,
     )
     if weights is not None:
         load_weights(b.module, weights, b.graph)

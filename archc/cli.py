@@ -236,8 +236,11 @@ def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
     ir_path.write_text(g.dump_json())
     files.append(str(ir_path))
     src_path = out / f"{g.name}.py"
-    src_path.write_text(get_backend(b.backend).source(g, origin=os.path.basename(b.origin)))
+    backend = get_backend(b.backend)
+    src_path.write_text(backend.source(g, origin=os.path.basename(b.origin)))
     files.append(str(src_path))
+    # a backend may write files its source needs (the onnxruntime backend's NAME.onnx)
+    files.extend(str(p) for p in getattr(backend, "artifacts", lambda *_: [])(b.module, g, out))
     if write_init:
         from safetensors.torch import save_file
 

@@ -12,45 +12,19 @@ TorchScript-based exporter instead (`dynamic_axes`; needs `onnx` but not `onnxsc
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import logging
 import os
 import re
-import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from archc.errors import ArchcError
+from archc.onnx_export import ExportError, export_onnx, exportable_module, quiet
 
 FORMATS = ("onnx", "torchscript", "python")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "python": ".py"}
-LEGACY_OPSET = 17  # the legacy exporter's default in recent torch
 TOLERANCE = 1e-4  # relative to the output's magnitude (at least 1)
-
-
-class ExportError(ArchcError):
-    """The module could not be exported, or the written file does not reproduce it."""
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the exporters' deprecation warnings and log chatter (e.g. 'torchvision is not installed')."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def _outputs(result: Any) -> list[Any]:
@@ -74,92 +48,6 @@ def _max_diff(got: list[Any], want: list[Any]) -> tuple[float, float]:
     return diff, scale
 
 
-def _output_names(graph: Any) -> list[str]:
-    n = len(graph.outputs)
-    return ["output"] if n == 1 else [f"output{i}" for i in range(n)]
-
-
-def _name_batch_dim(path: Path, names: list[str]) -> None:
-    """Rename the exporter's symbol for the batch dimension (e.g. `s77`) to `batch` everywhere."""
-    import onnx
-
-    model = onnx.load(str(path))
-    g = model.graph
-    first = g.input[0].type.tensor_type.shape.dim[0]
-    old = first.dim_param
-    if not old or old == "batch":
-        return
-    for info in [*g.input, *g.output, *g.value_info]:
-        for dim in info.type.tensor_type.shape.dim:
-            if dim.dim_param == old:
-                dim.dim_param = "batch"
-    onnx.save(model, str(path))
-
-
-def export_onnx(module: Any, graph: Any, x: Any, out: Path, opset: int | None, exporter: str) -> str:
-    """Write `module` as ONNX with a dynamic batch dimension; return a description of how."""
-    import torch
-
-    outs = _output_names(graph)
-    try:
-        needs = ("onnx", "onnxscript") if exporter == "dynamo" else ("onnx",)
-        for name in needs:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                alt = "; or use --onnx-exporter legacy (needs only onnx)" if name == "onnxscript" else ""
-                raise ExportError(
-                    f"ONNX export with torch's {exporter} exporter needs the '{name}' package",
-                    hint=f"pip install 'archc[export]' (onnx, onnxscript, onnxruntime){alt}",
-                ) from None
-        if exporter == "dynamo":
-            with _quiet():
-                program = torch.onnx.export(
-                    module,
-                    (x,),
-                    dynamo=True,
-                    input_names=["input"],
-                    output_names=outs,
-                    dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
-                    opset_version=opset,
-                    optimize=True,
-                    verbose=False,
-                )
-                program.save(str(out))
-            _name_batch_dim(out, outs)
-        else:
-            axes = {name: {0: "batch"} for name in ["input", *outs]}
-            with _quiet():
-                torch.onnx.export(
-                    module,
-                    (x,),
-                    str(out),
-                    dynamo=False,
-                    input_names=["input"],
-                    output_names=outs,
-                    dynamic_axes=axes,
-                    opset_version=opset or LEGACY_OPSET,
-                )
-    except ArchcError:
-        raise
-    except Exception as exc:  # an exporter failure is reported, not dumped as a traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(
-            f"ONNX export ({exporter} exporter) failed: {first}",
-            hint="try the other exporter (--onnx-exporter dynamo|legacy) or another --opset",
-        ) from exc
-    return f"{exporter} exporter, opset {_onnx_opset(out) if exporter == 'dynamo' else opset or LEGACY_OPSET}"
-
-
-def _onnx_opset(path: Path) -> str:
-    try:
-        import onnx
-    except ImportError:
-        return "?"
-    model = onnx.load(str(path), load_external_data=False)
-    return str(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), "?"))
-
-
 def check_onnx(path: Path, module: Any, x: Any) -> str:
     """Run the ONNX file with onnxruntime against the module; raise when they disagree."""
     try:
@@ -176,39 +64,19 @@ def check_onnx(path: Path, module: Any, x: Any) -> str:
 
 
 def portable_module(b: Any) -> Any:
-    """The build's module lowered with plain eager ops only (for ONNX and TorchScript).
+    """The build's module in eager ops, with its (folded) state, for ONNX and TorchScript.
 
-    The torch backend may route fused ops through CPU-only fast paths (oneDNN calls) that
-    neither exporter can express; here fused_conv is conv(x) [+ r] [-> relu] in eager ops,
-    through the backend's codegen extension point (its Lowering, generate and instantiate),
-    with the same parameter names, loaded with the built module's (folded) state. A backend
-    without that extension point exports its own module.
+    The torch backend routes fused ops through CPU-only fast paths (oneDNN calls) that neither
+    exporter can express; see `archc.onnx_export.exportable_module`.
     """
-    from archc.backend import get_backend
-
-    plugin = sys.modules.get(type(get_backend(b.backend)).__module__)
-    parts = [getattr(plugin, name, None) for name in ("Lowering", "generate", "instantiate")]
-    if any(p is None for p in parts):
-        return b.module
-    lowering, generate, instantiate = parts
-
-    class Portable(lowering):
-        def fused_conv(self, n: Any, ins: list[str]) -> tuple[str | None, str]:
-            ctor, _ = self.conv(n, ins)
-            expr = f"{{m}}({ins[0]})" + (f".add_({ins[1]})" if n.attrs["residual"] else "")
-            return ctor, f"torch.relu_({expr})" if n.attrs["act"] == "relu" else expr
-
-    src, cls = generate(b.graph, os.path.basename(b.origin), lowering=Portable)
-    module = instantiate(src, cls, b.graph.name)
-    module.load_state_dict(b.module.state_dict())
-    return module.eval()
+    return exportable_module(b.backend, b.graph, os.path.basename(b.origin), b.module)
 
 
 def export_torchscript(module: Any, x: Any, out: Path) -> str:
     """torch.jit.script the module (trace it only when scripting fails) and save it."""
     import torch
 
-    with _quiet():
+    with quiet():
         try:
             scripted = torch.jit.script(module)
             how = "torch.jit.script"
@@ -231,7 +99,7 @@ def export_torchscript(module: Any, x: Any, out: Path) -> str:
 def check_torchscript(path: Path, module: Any, x: Any) -> str:
     import torch
 
-    with _quiet():
+    with quiet():
         loaded = torch.jit.load(str(path), map_location="cpu").eval()
     with torch.no_grad():
         return _verdict("torch.jit.load", _outputs(loaded(x)), _outputs(module(x)), x)

@@ -7,10 +7,10 @@ import linecache
 from typing import Any
 
 from archc.errors import BackendError
-from archc.ir import Graph
+from archc.ir import Graph, Node
 from archc_torch.codegen import Lowering, class_name, generate
 
-__all__ = ["Lowering", "TorchBackend", "check_names", "class_name", "generate", "instantiate"]
+__all__ = ["EagerLowering", "Lowering", "TorchBackend", "check_names", "class_name", "generate", "instantiate"]
 __version__ = "0.1.0"
 
 _counter = itertools.count()
@@ -48,6 +48,18 @@ def instantiate(src: str, cls: str, graph_name: str) -> Any:
     return module
 
 
+class EagerLowering(Lowering):
+    """The lowering with fused_conv as conv(x) [+ r] [-> relu] in eager ops, for torch's exporters.
+
+    FusedConv2d's CPU fast path is a oneDNN call that neither ONNX nor TorchScript can express.
+    """
+
+    def fused_conv(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        ctor, _ = self.conv(n, ins)
+        expr = f"{{m}}({ins[0]})" + (f".add_({ins[1]})" if n.attrs["residual"] else "")
+        return ctor, f"torch.relu_({expr})" if n.attrs["act"] == "relu" else expr
+
+
 class TorchBackend:
     """Lower a graph to plain PyTorch modules (cuDNN / CPU kernels through torch)."""
 
@@ -63,6 +75,16 @@ class TorchBackend:
     def source(self, graph: Graph, origin: str = "a spec") -> str:
         """Standalone Python source of the module (imports only torch)."""
         return generate(graph, origin)[0]
+
+    def exportable(self, graph: Graph, origin: str = "a spec") -> Any:
+        """The module in eager ops only (EagerLowering), freshly initialised, with lower()'s parameter names.
+
+        Raises:
+            BackendError: a layer name that torch.nn.Module reserves.
+        """
+        check_names(graph)
+        src, cls = generate(graph, origin, lowering=EagerLowering)
+        return instantiate(src, cls, graph.name)
 
     def lower(self, graph: Graph, origin: str = "a spec", **options: Any) -> Any:
         """Build the module: generate its source, execute it, instantiate the class.

@@ -1,0 +1,288 @@
+"""The onnxruntime backend: same outputs and keys as the torch backend, located errors, options, CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import archc
+from archc.backend import available, get_backend
+from archc.bench.reference import randomise
+from archc.cli import main
+from archc.errors import BackendError
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = ROOT / "specs"
+RESNET20 = SPECS / "cifar" / "resnet20.arch"
+TOL = 1e-4
+FAST = {"exporter": "legacy"}  # the tests export many nets: the TorchScript-based exporter takes seconds, not tens
+SLOW = {"resnet101", "resnet152", "resnet1202"}
+SMALL = {"input_size": "3x32x32"}  # ImageNet specs at 32x32: every stage still runs (layer4 is 1x1)
+
+
+def _specs() -> list:
+    out = []
+    for path in sorted(SPECS.rglob("*.arch")):
+        if path.parent.name == "blocks":
+            continue
+        marks = [pytest.mark.slow] if path.stem in SLOW else []
+        out.append(pytest.param(path, id=str(path.relative_to(SPECS)), marks=marks))
+    return out
+
+
+def _overrides(spec: Path) -> dict[str, str]:
+    if spec.parent.name == "cifar":
+        return {"input_size": "3x16x16"}
+    if spec.parent.name == "detection":
+        return {"input_size": "3x64x64"}
+    return SMALL
+
+
+def _random_state(spec: Path, overrides: dict, part: str | None = None, seed: int = 0) -> dict:
+    """A train-mode (checkpoint key space) state with random weights and BN statistics."""
+    torch.manual_seed(seed)
+    return randomise(archc.compile(spec, overrides=overrides, part=part), seed).state_dict()
+
+
+def _pair(spec: Path, overrides: dict, part: str | None = None, **options):
+    state = _random_state(spec, overrides, part)
+    want = archc.compile(spec, mode="eval", overrides=overrides, part=part, weights=state)
+    got = archc.compile(
+        spec,
+        mode="eval",
+        overrides=overrides,
+        part=part,
+        weights=state,
+        backend="onnxruntime",
+        backend_options={**FAST, **options},
+    )
+    return want, got
+
+
+def _flat(out) -> list[torch.Tensor]:
+    if isinstance(out, dict):
+        return [out[k] for k in sorted(out)]
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+def _assert_close(got, want) -> None:
+    assert type(got) is type(want)
+    if isinstance(want, dict):
+        assert list(got) == list(want)
+    for g, w in zip(_flat(got), _flat(want), strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        scale = max(1.0, w.abs().max().item())
+        assert (g - w).abs().max().item() <= TOL * scale
+
+
+def test_registered_and_available() -> None:
+    assert available()["onnxruntime"].value == "archc_onnxruntime:OnnxRuntimeBackend"
+    backend = get_backend("onnxruntime")
+    assert backend.name == "onnxruntime" and backend.version
+    assert backend.available() is None
+
+
+@pytest.mark.parametrize("spec", _specs())
+def test_outputs_equal_the_torch_backend_on_every_spec(spec: Path) -> None:
+    overrides = _overrides(spec)
+    want, got = _pair(spec, overrides)
+    assert list(got.state_dict()) == list(want.state_dict())
+    g = torch.Generator().manual_seed(1)
+    shape = tuple(int(s) for s in overrides["input_size"].split("x"))
+    for batch in (2, 1, 3):  # any batch size, one session
+        x = torch.randn(batch, *shape, generator=g)
+        with torch.inference_mode():
+            _assert_close(got(x), want(x))
+    if spec.parent.name == "detection":  # taps: the net returns a dict {res4, head}
+        assert isinstance(want(x), dict) and list(want(x)) == ["res4", "head"]
+
+
+@pytest.mark.parametrize("part", ["trunk", "head"])
+def test_detection_trunk_and_head(part: str) -> None:
+    spec = SPECS / "detection" / "faster_rcnn_small_c4.arch"
+    overrides = {"input_size": "3x64x64"}
+    want, got = _pair(spec, overrides, part=part)
+    graph = archc.build(spec, mode="eval", overrides=overrides, part=part, lower=False).graph
+    x = torch.randn(2, *graph.input.shape)
+    with torch.no_grad():
+        _assert_close(got(x), want(x))
+
+
+@pytest.mark.slow
+def test_default_dynamo_exporter() -> None:
+    want, got = _pair(RESNET20, {"input_size": "3x16x16"}, exporter="dynamo")
+    x = torch.randn(3, 3, 16, 16)
+    with torch.inference_mode():
+        _assert_close(got(x), want(x))
+
+
+def test_new_weights_rebuild_the_session() -> None:
+    overrides = {"input_size": "3x16x16"}
+    want, got = _pair(RESNET20, overrides)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        first = got.session()
+        before = got(x)
+        assert got.session() is first  # unchanged weights: the same session
+        state = _random_state(RESNET20, overrides, seed=5)
+        archc.load_weights(want, state, archc.build(RESNET20, mode="eval", overrides=overrides, lower=False).graph)
+        got.load_state_dict(want.state_dict())
+        after = got(x)
+        assert got.session() is not first
+        _assert_close(after, want(x))
+        assert (after - before).abs().max() > 1e-2
+        second = got.session()
+        got.configure(optimization="basic")
+        assert got.session() is not second  # rebuilt for the new options
+        _assert_close(got(x), want(x))
+
+
+def test_session_options() -> None:
+    import onnxruntime as ort
+
+    got = archc.compile(
+        RESNET20,
+        mode="eval",
+        overrides={"input_size": "3x16x16"},
+        backend="onnxruntime",
+        backend_options={"threads": 1, "optimization": "disable", "spinning": True},
+    )
+    so = got.session_options()
+    assert so.intra_op_num_threads == 1
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert "optimization='disable'" in repr(got)
+    base = ort.SessionOptions()
+    base.enable_profiling = False
+    base.log_severity_level = 3
+    got.configure(session_options=base, threads=2, spinning=False)
+    so = got.session_options()
+    assert so is base and so.intra_op_num_threads == 2 and so.log_severity_level == 3
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"thread": 2}, "has no option.*thread"),
+        ({"threads": 0}, "threads=0"),
+        ({"optimization": "max"}, "is not a level"),
+        ({"exporter": "tracing"}, "exporter='tracing'"),
+    ],
+)
+def test_bad_options(options: dict, match: str) -> None:
+    with pytest.raises(BackendError, match=match):
+        archc.compile(RESNET20, mode="eval", backend="onnxruntime", backend_options=options)
+
+
+def test_train_mode_is_a_located_error() -> None:
+    with pytest.raises(BackendError, match="runs inference only") as e:
+        archc.compile(RESNET20, backend="onnxruntime")
+    assert "layer 'bn1' (bn_act, at cifar.arch:" in e.value.message
+    assert "mode='eval'" in (e.value.hint or "")
+
+
+def test_reserved_layer_name_is_located_like_the_torch_backend(tmp_path: Path) -> None:
+    spec = tmp_path / "net.arch"
+    spec.write_text("net n() {\n  input 3x8x8\n  training: conv(3x3, 4)\n  relu\n}\n")
+    errors = []
+    for backend in ("torch", "onnxruntime"):
+        with pytest.raises(BackendError) as e:
+            archc.compile(spec, mode="eval", backend=backend)
+        errors.append(e.value.message)
+    assert errors[0] == errors[1] and "net.arch:3" in errors[0]
+
+
+def test_no_gradients() -> None:
+    got = archc.compile(RESNET20, mode="eval", overrides={"input_size": "3x16x16"}, backend="onnxruntime")
+    with pytest.raises(BackendError, match="no gradients"):
+        got(torch.randn(1, 3, 16, 16, requires_grad=True))
+    with pytest.raises(BackendError, match=r"takes N x 3x16x16 input, got 1x3x8x8"):
+        got(torch.randn(1, 3, 8, 8))
+
+
+def test_missing_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert "needs onnxruntime" in get_backend("onnxruntime").available()
+    with pytest.raises(BackendError, match="needs onnxruntime") as e:
+        archc.compile(RESNET20, mode="eval", backend="onnxruntime")
+    assert "archc[onnxruntime]" in e.value.hint
+
+
+def test_build_writes_onnx_and_a_runner(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        main,
+        [
+            "build",
+            str(RESNET20),
+            "--backend",
+            "onnxruntime",
+            "--mode",
+            "eval",
+            "--set",
+            "input_size=3x16x16",
+            "-o",
+            str(out),
+            "--init",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "backend onnxruntime" in r.output
+    for name in ("resnet20.onnx", "resnet20.py", "resnet20.safetensors"):
+        assert (out / name).is_file(), name
+    # the written runner runs the written ONNX file; it holds the weights written beside it
+    from safetensors.torch import load_file
+
+    want = archc.compile(RESNET20, mode="eval", overrides={"input_size": "3x16x16"})
+    want.load_state_dict(load_file(str(out / "resnet20.safetensors")))
+    run = runpy.run_path(str(out / "resnet20.py"))["load"](threads=1)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(run(x), want(torch.from_numpy(x)).numpy(), atol=TOL, rtol=0)
+
+
+def test_build_in_train_mode_fails_cleanly() -> None:
+    r = CliRunner().invoke(main, ["build", str(RESNET20), "--backend", "onnxruntime"])
+    assert r.exit_code == 2
+    assert "runs inference only" in r.output and "Traceback" not in r.output
+
+
+def test_bench_torch_and_onnxruntime() -> None:
+    import json
+
+    r = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(RESNET20),
+            "--backend",
+            "torch,onnxruntime",
+            "--mode",
+            "eval",
+            "--batch",
+            "2",
+            "--iters",
+            "2",
+            "--warmup",
+            "0",
+            "--set",
+            "input_size=3x16x16",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rows = {c["name"]: c for c in json.loads(r.stdout)["candidates"]}
+    for name in ("archc[torch]", "archc[onnxruntime]"):
+        assert rows[name]["status"] == "ok" and rows[name]["output_close"], rows[name]
