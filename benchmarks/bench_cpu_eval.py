@@ -1,129 +1,198 @@
-"""CPU inference benchmark: archc's eval pipeline against the eager reference ResNet.
+"""CPU inference benchmark: archc's eval pipeline (torch and onnxruntime backends) against its peers.
 
-The target (issue 3): the torch backend's eval pipeline on ResNet-50, batch 8, 224x224,
-runs >= 1.7x faster than the eager reference, with outputs equal to 1e-4.
+Per net (ResNet-50 and ResNet-18 by default) and batch size (1 and 8), float32, 224x224,
+every candidate runs the same NCHW batch, in turns (one forward of each, repeated), after
+warm-up runs of each. Reported per candidate: median and minimum ms per batch, img/s (from
+the median), the ratio of medians against eager NCHW and against onnxruntime on the eager
+export, and the largest absolute difference of its output from eager NCHW's. The load
+average is recorded before and after each table (the machine may be shared).
 
-* eager reference: the hand-written ResNet of tests/reference_resnet.py, NCHW, eval mode,
-  float32, under torch.inference_mode.
-* archc: ``archc.compile(spec, mode="eval", weights=reference.state_dict())``: BN folded
-  into the convs, ReLU and residual adds fused, channels_last. It takes the same NCHW batch
-  (and converts it inside, so the conversion is timed), also under torch.inference_mode.
+* eager NCHW: the hand-written ResNet of archc/bench/reference.py, eval mode, under
+  torch.inference_mode. Its BN affine parameters and running statistics are random, so
+  folding changes every conv. Every candidate holds these weights.
+* eager channels_last: the same module in channels_last; the batch is converted per call.
+* torch.compile (freezing): torch.compile of the eager module with inductor's
+  `freezing=True` (weights become constants, convs get oneDNN's prepacked weights); its
+  first call, the cold compile, is reported on its own. `--no-compile` drops it.
+* archc[torch]: `archc.compile(spec, mode="eval", weights=...)`: BN folded into the convs,
+  ReLU and residual adds fused into one oneDNN call per conv, channels_last.
+* archc[onnxruntime]: the same eval graph through the onnxruntime backend (archc's ONNX
+  export of the folded, fused graph, run by an InferenceSession).
+* onnxruntime (eager export): the eager module exported by the same exporter
+  (`archc.onnx_export.export_onnx`) and run by an InferenceSession with onnxruntime's
+  defaults except the thread count: what a user who deploys with onnxruntime gets.
+* OpenVINO (eager export): the same ONNX file compiled by OpenVINO for its CPU plugin
+  (LATENCY hint, the same thread count), when the openvino package is installed.
 
-Both hold the same weights: the reference with random BN affine parameters and running
-statistics, so that folding changes every conv. Two more archc rows show where the speed
-comes from; they switch off parts of FusedConv2d, the module the torch backend lowers
-fused_conv to:
-
-* "eager epilogue": the same module with oneDNN fusion off: conv (with the folded bias),
-  then ``add_`` and ``relu_`` as separate ops (the lowering before FusedConv2d);
-* "out-of-place add": oneDNN conv+add+ReLU, but into a new tensor instead of the dead
-  residual's buffer.
-
-Runs alternate between the candidates, after warm-up runs of each. Reported: median and
-minimum ms per batch, img/s (from the median), speed-up of the median over the eager
-reference's median, and the largest absolute difference of the outputs from the reference.
-It prints a markdown table with the machine; with --write it replaces the marked section of
-BENCHMARKS.md.
+ONNX Runtime and OpenVINO get `--threads` threads (default: torch's). `--profile` prints
+(and with --write, records) where the time goes per op class for archc[torch] (torch.profiler)
+and for onnxruntime (its own profiler) at each batch size.
 
 Usage:
-    python benchmarks/bench_cpu_eval.py [--runs 15] [--warmup 3] [--batch 8] [--size 224] [--write]
+    python benchmarks/bench_cpu_eval.py [--specs resnet50,resnet18] [--batches 1,8] [--runs 15] [--warmup 3]
+        [--threads N] [--no-compile] [--profile] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # for tests.reference_resnet
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import load_average, machine_info, replace_section  # noqa: E402
 
 import archc  # noqa: E402
-from tests import reference_resnet as ref  # noqa: E402
+from archc.bench import reference as ref  # noqa: E402
+from archc.onnx_export import export_onnx  # noqa: E402
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 BEGIN = "<!-- bench_cpu_eval:begin -->"
 END = "<!-- bench_cpu_eval:end -->"
-HEADING = "## Eval pipeline on CPU (issue 3)"
+HEADING = "## Eval pipeline on CPU (issues 3 and 13)"
+PROFILE_BEGIN = "<!-- bench_cpu_eval_profile:begin -->"
+PROFILE_END = "<!-- bench_cpu_eval_profile:end -->"
+PROFILE_HEADING = "### Where the time goes, per op class"
 
-TARGET_RATIO = 1.7
+TARGET_RATIO = 1.7  # issue 3: archc[torch] vs eager NCHW, ResNet-50 batch 8
 TARGET_DIFF = 1e-4
 DEPTHS = {f"resnet{d}": d for d in ref.IMAGENET_LAYERS}
+EAGER, PEER = "eager NCHW", "onnxruntime (eager export)"
+ARCHC = ("archc[torch]", "archc[onnxruntime]")
+
+Runner = Callable[[torch.Tensor], Any]
 
 
-def fused_convs(module: torch.nn.Module) -> list[torch.nn.Module]:
-    return [m for m in module.modules() if type(m).__name__ == "FusedConv2d"]
+def _ort_session(path: Path, threads: int, **extra: Any) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    for k, v in extra.items():
+        setattr(so, k, v)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def candidates(spec: Path, depth: int, size: int) -> tuple[dict[str, torch.nn.Module], dict]:
-    """The eager reference and the archc eval modules (same weights), and facts about them."""
-    reference = ref.resnet(depth).eval()
-    ref.randomise(reference)
+def _numpy_runner(run: Callable[[np.ndarray], Any]) -> Runner:
+    # x.numpy() shares the tensor's memory: no copy is timed for a contiguous float32 batch
+    return lambda x: torch.from_numpy(np.asarray(run(x.numpy())))
+
+
+def build(
+    name: str, size: int, threads: int, with_compile: bool, tmp: Path
+) -> tuple[dict[str, Runner], dict[str, Any], dict[str, Any]]:
+    """Every candidate for one net (same weights), facts about them, and the objects --profile needs."""
+    spec = ROOT / "specs" / f"{name}.arch"
+    torch.manual_seed(0)
+    reference = ref.randomise(ref.resnet(DEPTHS[name]).eval())
     state = reference.state_dict()
     overrides = {"input_size": f"3x{size}x{size}"}
+    graph = archc.build(spec, mode="eval", overrides=overrides, lower=False).graph
+    info: dict[str, Any] = {"build_s": {}}
+    runners: dict[str, Runner] = {EAGER: reference}
 
-    def compiled() -> torch.nn.Module:
-        return archc.compile(spec, mode="eval", overrides=overrides, weights=state)
+    cl = copy.deepcopy(reference).to(memory_format=torch.channels_last)
+    runners["eager channels_last"] = lambda x: cl(x.contiguous(memory_format=torch.channels_last))
 
-    fused = compiled()
-    convs = fused_convs(fused)
-    eager_epilogue = compiled()
-    for m in fused_convs(eager_epilogue):
-        type(m).forward.__globals__["ONEDNN"] = False  # this module's own generated namespace
-    out_of_place = compiled()
-    for m in fused_convs(out_of_place):
-        m.into_r = False
-    mods = {
-        "eager reference (tests/reference_resnet.py, NCHW)": reference,
-        "archc eval pipeline (oneDNN fused conv+bias+add+ReLU, channels_last)": fused,
-        "archc eval, eager epilogue (conv, then add_ and relu_)": eager_epilogue,
-        "archc eval, oneDNN fused, out-of-place add": out_of_place,
-    }
-    info = {
-        "fused_convs": len(convs),
-        "with_residual_into_buffer": sum(m.into_r for m in convs),
-        "params_reference": sum(p.numel() for p in reference.parameters()),
-        "params_archc": sum(p.numel() for p in fused.parameters()),
-    }
-    return mods, info
+    if with_compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # weights as constants, oneDNN weight prepacking
+        compiled = torch.compile(copy.deepcopy(reference), dynamic=False)
+        runners["torch.compile (freezing)"] = compiled
+
+    t = time.perf_counter()
+    at = archc.compile(spec, mode="eval", overrides=overrides, weights=state)
+    info["build_s"]["archc[torch]"] = time.perf_counter() - t
+    runners["archc[torch]"] = at
+
+    t = time.perf_counter()
+    ao = archc.compile(
+        spec,
+        mode="eval",
+        overrides=overrides,
+        weights=state,
+        backend="onnxruntime",
+        backend_options={"threads": threads},
+    )
+    x = torch.randn(2, 3, size, size)
+    with torch.inference_mode():
+        ao(x)  # export + session: the backend builds them on the first call
+    info["build_s"]["archc[onnxruntime]"] = time.perf_counter() - t
+    runners["archc[onnxruntime]"] = ao
+
+    peer_path = tmp / f"{name}_eager.onnx"
+    t = time.perf_counter()
+    export_onnx(reference, graph, x, peer_path, None, "dynamo")
+    peer = _ort_session(peer_path, threads)
+    info["build_s"][PEER] = time.perf_counter() - t
+    runners[PEER] = _numpy_runner(lambda a: peer.run(None, {"input": a})[0])
+
+    try:
+        import openvino as ov
+    except ImportError:
+        info["openvino"] = None
+    else:
+        info["openvino"] = ov.__version__
+        t = time.perf_counter()
+        core = ov.Core()
+        cm = core.compile_model(
+            str(peer_path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        )
+        request = cm.create_infer_request()
+        info["build_s"]["OpenVINO (eager export)"] = time.perf_counter() - t
+        runners["OpenVINO (eager export)"] = _numpy_runner(lambda a: request.infer({0: a})[0])
+
+    info["fused_convs"] = sum(type(m).__name__ == "FusedConv2d" for m in at.modules())
+    info["params_archc"] = sum(p.numel() for p in at.parameters())
+    info["params_reference"] = sum(p.numel() for p in reference.parameters())
+    return runners, info, {"archc_torch": at, "archc_ort": ao, "peer_path": peer_path}
 
 
-def measure(mods: dict[str, torch.nn.Module], x: torch.Tensor, runs: int, warmup: int) -> dict[str, dict]:
-    """Alternating timed forwards under inference_mode; outputs compared with the first (reference)."""
-    names = list(mods)
+def measure(runners: dict[str, Runner], x: torch.Tensor, runs: int, warmup: int) -> dict[str, dict]:
+    """Alternating timed forwards under inference_mode; outputs compared with eager NCHW's."""
+    names = list(runners)
     times: dict[str, list[float]] = {k: [] for k in names}
+    first: dict[str, float] = {}
     diffs: dict[str, float] = {}
     with torch.inference_mode():
-        want = mods[names[0]](x)
+        for k in names:  # the first call: torch.compile compiles here (for this batch size)
+            t = time.perf_counter()
+            runners[k](x)
+            first[k] = time.perf_counter() - t
+        want = runners[EAGER](x)
         for k in names:
-            diffs[k] = (mods[k](x) - want).abs().max().item()
+            diffs[k] = (runners[k](x) - want).abs().max().item()
         for _ in range(warmup):
             for k in names:
-                mods[k](x)
+                runners[k](x)
         for _ in range(runs):
             for k in names:
                 t = time.perf_counter()
-                mods[k](x)
+                runners[k](x)
                 times[k].append(time.perf_counter() - t)
-    base = statistics.median(times[names[0]])
-    out = {}
+    med = {k: statistics.median(times[k]) for k in names}
+    out: dict[str, dict] = {}
     for k in names:
-        med = statistics.median(times[k])
         out[k] = {
-            "median_ms": med * 1e3,
+            "median_ms": med[k] * 1e3,
             "min_ms": min(times[k]) * 1e3,
-            "img_s": x.shape[0] / med,
-            "speedup": base / med,
-            "speedup_min": min(times[names[0]]) / min(times[k]),
+            "img_s": x.shape[0] / med[k],
+            "vs_eager": med[EAGER] / med[k],
+            "vs_peer": med[PEER] / med[k],
             "max_abs_diff": diffs[k],
+            "first_s": first[k],
             "runs_ms": [t * 1e3 for t in times[k]],
         }
     out["_scale"] = {"max_abs_output": want.abs().max().item()}
@@ -131,82 +200,227 @@ def measure(mods: dict[str, torch.nn.Module], x: torch.Tensor, runs: int, warmup
 
 
 def machine() -> dict:
-    """machine_info() plus what decides CPU conv speed: threads, ISA, oneDNN."""
+    """machine_info() plus what decides CPU conv speed: threads, ISA, oneDNN, runtimes."""
+    import onnxruntime as ort
+
     return {
         **machine_info(),
         "threads": torch.get_num_threads(),
         "isa": torch.backends.cpu.get_cpu_capability(),
         "mkldnn": torch.backends.mkldnn.is_available(),
+        "onnxruntime": ort.__version__,
     }
 
 
-def render(res: dict, info: dict, m: dict, args: argparse.Namespace, command: str, loads: tuple[str, str]) -> str:
+def render_table(name: str, batch: int, res: dict, info: dict, loads: tuple[str, str]) -> list[str]:
     names = [k for k in res if not k.startswith("_")]
-    main_row = res[names[1]]
-    ratio, diff = main_row["speedup"], main_row["max_abs_diff"]
-    ok = ratio >= TARGET_RATIO and diff <= TARGET_DIFF
     lines = [
-        f"`{args.spec}`, batch {args.batch}, 3x{args.size}x{args.size}, float32, eval mode, "
-        f"torch.inference_mode; median of {args.runs} alternating runs after {args.warmup} warm-up runs each.",
+        f"**{name}, batch {batch}** (load average before: {loads[0]}; after: {loads[1]})",
         "",
-        "| candidate | ms / batch (median) | ms (min) | img/s | speed-up vs eager (median; min) | max abs diff |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| candidate | ms / batch (median) | ms (min) | img/s | vs eager NCHW | vs onnxruntime (eager export) "
+        "| max abs diff | first call s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for k in names:
         r = res[k]
         lines.append(
-            f"| {k} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['img_s']:.1f} | "
-            f"{r['speedup']:.2f}x; {r['speedup_min']:.2f}x | {r['max_abs_diff']:.1e} |"
+            f"| {k} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['img_s']:.1f} | {r['vs_eager']:.2f}x | "
+            f"{r['vs_peer']:.2f}x | {r['max_abs_diff']:.1e} | {r['first_s']:.2f} |"
         )
-    verdict = "pass" if ok else "**missed**"
     lines += [
         "",
-        f"- target: archc eval pipeline >= {TARGET_RATIO}x the eager reference, max abs diff <= {TARGET_DIFF:g}: "
-        f"**{ratio:.2f}x** (median), max abs diff {diff:.1e} (largest |output| {res['_scale']['max_abs_output']:.1f})"
-        f": {verdict}",
-        f"- archc module: {info['fused_convs']} FusedConv2d, {info['with_residual_into_buffer']} of them add into "
-        f"the dead residual's buffer; parameters {info['params_archc']:,} (reference {info['params_reference']:,}; "
-        "BN folded into conv biases)",
-        f"- command: `{command}`",
-        f"- date: {m['date']}",
-        f"- machine: {m['platform']}; {m['cpu']}; {m['cpu_count']} CPUs; torch uses {m['threads']} threads; "
-        f"ATen CPU capability {m['isa']}; oneDNN (mkldnn) available: {'yes' if m['mkldnn'] else 'no'}",
-        f"- versions: Python {m['python']}, torch {m['torch']}",
-        f"- load average (1, 5, 15 min) before the runs: {loads[0]}; after: {loads[1]} "
-        "(a shared machine: other processes use the same CPUs)",
-        "- runs (ms): "
-        + "; ".join(f"{k.split(' (')[0]}: {', '.join(f'{t:.0f}' for t in res[k]['runs_ms'])}" for k in names),
+        "runs (ms): " + "; ".join(f"{k}: {', '.join(f'{t:.0f}' for t in res[k]['runs_ms'])}" for k in names),
+        "",
     ]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def verdicts(results: dict[tuple[str, int], dict]) -> list[str]:
+    """The targets: issue 3 (archc[torch] >= 1.7x eager, R50 b8) and issue 13 (best archc >= onnxruntime)."""
+    lines = []
+    r = results.get(("resnet50", 8))
+    if r is not None:
+        a = r["archc[torch]"]
+        ok = a["vs_eager"] >= TARGET_RATIO and a["max_abs_diff"] <= TARGET_DIFF
+        lines.append(
+            f"- issue 3 target: archc[torch] >= {TARGET_RATIO}x eager NCHW on resnet50, batch 8, max abs diff <= "
+            f"{TARGET_DIFF:g}: **{a['vs_eager']:.2f}x**, {a['max_abs_diff']:.1e}: {'pass' if ok else '**missed**'}"
+        )
+    for batch in sorted({b for n, b in results if n == "resnet50"}):
+        r = results[("resnet50", batch)]
+        best = max(ARCHC, key=lambda k: r[k]["vs_peer"])
+        ok = r[best]["vs_peer"] >= 1.0
+        lines.append(
+            f"- issue 13 target, resnet50 batch {batch}: best archc backend ({best}) vs onnxruntime on the eager "
+            f"export: **{r[best]['vs_peer']:.2f}x** (ratio of medians; "
+            f"archc[torch] {r['archc[torch]']['vs_peer']:.2f}x): "
+            f"{'pass' if ok else '**missed**'}"
+        )
+    return lines
+
+
+# --- per-op profiles ---------------------------------------------------------------------------
+TORCH_CLASSES = (
+    ("conv (oneDNN fused conv+bias[+add][+ReLU])", ("mkldnn::_convolution_pointwise", "aten::convolution")),
+    ("max pool", ("max_pool",)),
+    ("global average pool", ("adaptive_avg_pool", "aten::mean")),
+    ("linear", ("aten::linear", "aten::addmm")),
+    ("layout conversion (NCHW -> channels_last copy)", ("aten::contiguous", "aten::copy_", "aten::clone")),
+)
+ORT_CLASSES = (
+    ("conv (FusedConv / Conv, + Add + Relu)", ("Conv",)),
+    ("max pool", ("MaxPool",)),
+    ("global average pool", ("GlobalAveragePool", "ReduceMean")),
+    ("linear", ("Gemm", "MatMul", "FusedMatMul")),
+    ("layout conversion (NCHWc reorders)", ("ReorderInput", "ReorderOutput", "Transpose")),
+    ("residual add / ReLU (not fused into a conv)", ("Add", "Sum", "Relu")),
+)
+
+
+def _classify(op: str, classes: tuple) -> str:
+    for label, keys in classes:
+        if any(k in op for k in keys):
+            return label
+    return "other"
+
+
+def profile_torch(module: torch.nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
+    """ms per forward by op class (self CPU time of the top-level ATen / oneDNN ops)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        module(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(reps):
+                module(x)
+    out: dict[str, float] = {}
+    for e in prof.key_averages():
+        label = _classify(e.key, TORCH_CLASSES)
+        out[label] = out.get(label, 0.0) + e.self_cpu_time_total / 1e3 / reps
+    return out
+
+
+def profile_ort(path: Path, x: torch.Tensor, threads: int, reps: int, tmp: Path) -> dict[str, float]:
+    """ms per run by op class, from onnxruntime's own profiler (node kernel times)."""
+    import json
+
+    sess = _ort_session(path, threads, enable_profiling=True, profile_file_prefix=str(tmp / "ort_profile"))
+    a = x.numpy()
+    sess.run(None, {"input": a})
+    for _ in range(reps):
+        sess.run(None, {"input": a})
+    trace = json.loads(Path(sess.end_profiling()).read_text())
+    out: dict[str, float] = {}
+    runs = reps + 1
+    for ev in trace:
+        if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
+            continue
+        label = _classify(ev.get("args", {}).get("op_name", ""), ORT_CLASSES)
+        out[label] = out.get(label, 0.0) + ev["dur"] / 1e3 / runs
+    return out
+
+
+def render_profile(rows: list[tuple[str, int, dict[str, float], dict[str, float]]], loads: tuple[str, str]) -> str:
+    lines = [
+        "Self time per forward by op class (ms), archc[torch] under torch.profiler and archc's ONNX export under "
+        "onnxruntime's profiler (node kernel times; the session's own overhead is not in them). "
+        f"Load average before: {loads[0]}; after: {loads[1]}.",
+        "",
+    ]
+    for name, batch, t, o in rows:
+        labels = [lb for lb, _ in TORCH_CLASSES] + [lb for lb, _ in ORT_CLASSES] + ["other"]
+        seen = [lb for lb in dict.fromkeys(labels) if lb in t or lb in o]
+        lines += [
+            f"**{name}, batch {batch}**",
+            "",
+            "| op class | archc[torch] ms | onnxruntime ms |",
+            "| --- | --- | --- |",
+        ]
+        for lb in seen:
+            lines.append(f"| {lb} | {t.get(lb, 0.0):.1f} | {o.get(lb, 0.0):.1f} |")
+        lines += [f"| total | {sum(t.values()):.1f} | {sum(o.values()):.1f} |", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--spec", default="specs/resnet50.arch", help="an ImageNet ResNet spec (resnet18 ... resnet152)")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--specs", default="resnet50,resnet18", help="ImageNet ResNets, comma-separated")
+    p.add_argument("--batches", default="1,8", help="batch sizes, comma-separated")
     p.add_argument("--size", type=int, default=224, help="input height and width")
     p.add_argument("--runs", type=int, default=15, help="timed runs per candidate (alternating)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per candidate first")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--write", action="store_true", help="replace the marked section of BENCHMARKS.md")
+    p.add_argument("--threads", type=int, default=None, help="threads for torch, onnxruntime and OpenVINO")
+    p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compile takes minutes)")
+    p.add_argument("--profile", action="store_true", help="per-op-class profiles of archc[torch] and onnxruntime")
+    p.add_argument("--write", action="store_true", help="replace the marked sections of BENCHMARKS.md")
     args = p.parse_args(argv)
-    name = Path(args.spec).stem
-    if name not in DEPTHS:
-        p.error(f"--spec must be one of {', '.join(f'specs/{k}.arch' for k in DEPTHS)}")
+    specs = [s.strip() for s in args.specs.split(",") if s.strip()]
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    bad = [s for s in specs if s not in DEPTHS]
+    if bad:
+        p.error(f"--specs: unknown {', '.join(bad)}; choose from {', '.join(DEPTHS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
     command = " ".join(["python", "benchmarks/bench_cpu_eval.py", *(sys.argv[1:] if argv is None else argv)])
 
-    torch.manual_seed(0)
-    mods, info = candidates(ROOT / args.spec, DEPTHS[name], args.size)
-    x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
     m = machine()
-    before = load_average()
-    res = measure(mods, x, args.runs, args.warmup)
-    table = render(res, info, m, args, command, (before, load_average()))
+    results: dict[tuple[str, int], dict] = {}
+    lines = [
+        f"float32, 3x{args.size}x{args.size}, eval mode, torch.inference_mode, {threads} threads for every runtime; "
+        f"median of {args.runs} alternating runs after {args.warmup} warm-up runs each; ratios are of medians.",
+        "",
+    ]
+    profiles: list[tuple[str, int, dict[str, float], dict[str, float]]] = []
+    prof_loads = [load_average(), ""]
+    with tempfile.TemporaryDirectory(prefix="bench_cpu_eval-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        for name in specs:
+            runners, info, objs = build(name, args.size, threads, not args.no_compile, tmp)
+            builds = ", ".join(f"{k} {v:.1f} s" for k, v in info["build_s"].items())
+            lines.append(
+                f"{name}: build (until ready to run) {builds}; {info['fused_convs']} FusedConv2d in archc[torch]"
+            )
+            lines.append("")
+            archc_onnx = tmp / f"{name}_archc.onnx"
+            if args.profile:
+                objs["archc_ort"].export(archc_onnx)
+            for batch in batches:
+                x = torch.randn(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+                before = load_average()
+                res = measure(runners, x, args.runs, args.warmup)
+                results[(name, batch)] = res
+                lines += render_table(name, batch, res, info, (before, load_average()))
+                if args.profile:
+                    reps = max(3, args.runs // 3)
+                    profiles.append(
+                        (
+                            name,
+                            batch,
+                            profile_torch(objs["archc_torch"], x, reps),
+                            profile_ort(archc_onnx, x, threads, reps, tmp),
+                        )
+                    )
+            del runners, objs
+    prof_loads[1] = load_average()
+    lines += verdicts(results)
+    lines += [
+        f"- command: `{command}`",
+        f"- date: {m['date']}",
+        f"- machine: {m['platform']}; {m['cpu']}; {m['cpu_count']} CPUs; {threads} threads; ATen CPU capability "
+        f"{m['isa']}; oneDNN (mkldnn) available: {'yes' if m['mkldnn'] else 'no'}",
+        f"- versions: Python {m['python']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}"
+        + (f", OpenVINO {info['openvino']}" if info.get("openvino") else ", OpenVINO not installed"),
+    ]
+    table = "\n".join(lines) + "\n"
     out(table)
+    prof_text = render_profile(profiles, (prof_loads[0], prof_loads[1])) if profiles else ""
+    if prof_text:
+        out(prof_text)
     if args.write:
         replace_section(BEGIN, END, table, HEADING)
+        if prof_text:
+            replace_section(PROFILE_BEGIN, PROFILE_END, prof_text, PROFILE_HEADING)
         out(f"wrote {BENCHMARKS_MD.relative_to(ROOT)}")
     return 0
 

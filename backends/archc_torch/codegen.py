@@ -54,6 +54,7 @@ class FrozenBatchNorm2d(nn.Module):
 ''',
     "FusedConv2d": '''
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
+PREPACK = ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
 
 
 class FusedConv2d(nn.Conv2d):
@@ -73,6 +74,30 @@ class FusedConv2d(nn.Conv2d):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, act={self.act!r}" + (", into_r=True" if self.into_r else "")
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_packed", None)  # a cache of the weight (a oneDNN tensor), rebuilt on the next call
+        return state
+
+    def _weight_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The weight in oneDNN's blocked layout, reordered once per weight version and input shape.
+
+        Given the plain weight, oneDNN reorders it on every call (a copy of every weight per forward).
+        The cache is not state: state_dict and load_state_dict see only `weight`, and any change
+        to it (load_state_dict, an in-place edit) moves its version counter, which rebuilds the cache.
+        """
+        if not PREPACK:
+            return self.weight
+        w = self.weight
+        key = (w.data_ptr(), w._version, tuple(x.shape[1:]))
+        cached = self.__dict__.get("_packed")
+        if cached is None or cached[0] != key:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                w, self.padding, self.stride, self.dilation, self.groups, list(x.shape)
+            )
+            cached = self.__dict__["_packed"] = (key, packed)
+        return cached[1]
+
     def forward(self, x: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
         w, b, relu = self.weight, self.bias, self.act == "relu"
         if (
@@ -86,7 +111,7 @@ class FusedConv2d(nn.Conv2d):
             and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, b, r)))
             and not torch.compiler.is_compiling()
         ):
-            args = (w, b, self.padding, self.stride, self.dilation, self.groups)
+            args = (self._weight_for(x), b, self.padding, self.stride, self.dilation, self.groups)
             if r is None:
                 return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if relu else "none", [], "")
             unary = "relu" if relu else None
@@ -329,7 +354,7 @@ def generate(
     low = lowering(graph)
     cls = class_name(graph.name)
     nodes = graph.nodes()
-    names = _Names({"self", "x", "torch", "nn", "F", "Scope", "init_weights", "ONEDNN", cls, *HELPERS})
+    names = _Names({"self", "x", "torch", "nn", "F", "Scope", "init_weights", "ONEDNN", "PREPACK", cls, *HELPERS})
     init: list[str] = []
     scopes: dict[str, str] = {"": "self"}
 

@@ -26,7 +26,7 @@ SPECS = ROOT / "specs"
 RESNET20 = SPECS / "cifar" / "resnet20.arch"
 TOL = 1e-4
 FAST = {"exporter": "legacy"}  # the tests export many nets: the TorchScript-based exporter takes seconds, not tens
-SLOW = {"resnet101", "resnet152", "resnet1202"}
+SLOW = {"resnet101", "resnet152", "resnet1202", "faster_rcnn_r101_c4"}
 SMALL = {"input_size": "3x32x32"}  # ImageNet specs at 32x32: every stage still runs (layer4 is 1x1)
 
 
@@ -188,7 +188,7 @@ def test_bad_options(options: dict, match: str) -> None:
 def test_train_mode_is_a_located_error() -> None:
     with pytest.raises(BackendError, match="runs inference only") as e:
         archc.compile(RESNET20, backend="onnxruntime")
-    assert "layer 'bn1' (bn_act, at cifar.arch:" in e.value.message
+    assert "layer 'bn1' (bn_act, at ../blocks/cifar.arch:12:8)" in e.value.message
     assert "mode='eval'" in (e.value.hint or "")
 
 
