@@ -24,13 +24,16 @@ average is recorded before and after each table (the machine may be shared).
 * OpenVINO (eager export): the same ONNX file compiled by OpenVINO for its CPU plugin
   (LATENCY hint, the same thread count), when the openvino package is installed.
 
+`--ablation` adds archc[torch] with parts of FusedConv2d switched off: the oneDNN epilogue
+fusion (conv, then add_ and relu_), the prepacked weights, the add into the dead residual.
+
 ONNX Runtime and OpenVINO get `--threads` threads (default: torch's). `--profile` prints
 (and with --write, records) where the time goes per op class for archc[torch] (torch.profiler)
 and for onnxruntime (its own profiler) at each batch size.
 
 Usage:
     python benchmarks/bench_cpu_eval.py [--specs resnet50,resnet18] [--batches 1,8] [--runs 15] [--warmup 3]
-        [--threads N] [--no-compile] [--profile] [--write]
+        [--threads N] [--no-compile] [--ablation] [--profile] [--write]
 """
 
 from __future__ import annotations
@@ -89,8 +92,12 @@ def _numpy_runner(run: Callable[[np.ndarray], Any]) -> Runner:
     return lambda x: torch.from_numpy(np.asarray(run(x.numpy())))
 
 
+def fused_convs(module: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in module.modules() if type(m).__name__ == "FusedConv2d"]
+
+
 def build(
-    name: str, size: int, threads: int, with_compile: bool, tmp: Path
+    name: str, size: int, threads: int, with_compile: bool, tmp: Path, ablation: bool = False
 ) -> tuple[dict[str, Runner], dict[str, Any], dict[str, Any]]:
     """Every candidate for one net (same weights), facts about them, and the objects --profile needs."""
     spec = ROOT / "specs" / f"{name}.arch"
@@ -153,6 +160,19 @@ def build(
         request = cm.create_infer_request()
         info["build_s"]["OpenVINO (eager export)"] = time.perf_counter() - t
         runners["OpenVINO (eager export)"] = _numpy_runner(lambda a: request.infer({0: a})[0])
+
+    if ablation:  # where archc[torch]'s speed comes from: parts of FusedConv2d switched off
+        epilogue = archc.compile(spec, mode="eval", overrides=overrides, weights=state)
+        for m in fused_convs(epilogue):
+            type(m).forward.__globals__["ONEDNN"] = False  # this module's own generated namespace
+        runners["archc[torch], eager epilogue (conv, then add_ and relu_)"] = epilogue
+        unpacked = archc.compile(spec, mode="eval", overrides=overrides, weights=state)
+        type(fused_convs(unpacked)[0]).forward.__globals__["PREPACK"] = False
+        runners["archc[torch], weights not prepacked"] = unpacked
+        out_of_place = archc.compile(spec, mode="eval", overrides=overrides, weights=state)
+        for m in fused_convs(out_of_place):
+            m.into_r = False
+        runners["archc[torch], out-of-place add"] = out_of_place
 
     info["fused_convs"] = sum(type(m).__name__ == "FusedConv2d" for m in at.modules())
     info["params_archc"] = sum(p.numel() for p in at.parameters())
@@ -351,6 +371,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per candidate first")
     p.add_argument("--threads", type=int, default=None, help="threads for torch, onnxruntime and OpenVINO")
     p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compile takes minutes)")
+    p.add_argument("--ablation", action="store_true", help="archc[torch] with parts of FusedConv2d switched off")
     p.add_argument("--profile", action="store_true", help="per-op-class profiles of archc[torch] and onnxruntime")
     p.add_argument("--write", action="store_true", help="replace the marked sections of BENCHMARKS.md")
     args = p.parse_args(argv)
@@ -376,7 +397,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     with tempfile.TemporaryDirectory(prefix="bench_cpu_eval-") as tmp_dir:
         tmp = Path(tmp_dir)
         for name in specs:
-            runners, info, objs = build(name, args.size, threads, not args.no_compile, tmp)
+            runners, info, objs = build(name, args.size, threads, not args.no_compile, tmp, args.ablation)
             builds = ", ".join(f"{k} {v:.1f} s" for k, v in info["build_s"].items())
             lines.append(
                 f"{name}: build (until ready to run) {builds}; {info['fused_convs']} FusedConv2d in archc[torch]"
