@@ -79,10 +79,16 @@ class TorchBackend:
     def exportable(self, graph: Graph, origin: str = "a spec") -> Any:
         """The module in eager ops only (EagerLowering), freshly initialised, with lower()'s parameter names.
 
+        It is NCHW: the exported formats have no memory format, and a channels_last view (the
+        flatten after global pooling) would reach the ONNX file as an as_strided gather.
+
         Raises:
             BackendError: a layer name that torch.nn.Module reserves.
         """
         check_names(graph)
+        if "memory_format" in graph.meta:
+            graph = Graph.from_dict(graph.to_dict())  # a copy: archc keeps using the caller's graph
+            del graph.meta["memory_format"]
         src, cls = generate(graph, origin, lowering=EagerLowering)
         return instantiate(src, cls, graph.name)
 

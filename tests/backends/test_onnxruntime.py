@@ -259,6 +259,7 @@ def test_build_in_train_mode_fails_cleanly() -> None:
     assert "runs inference only" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.slow
 def test_bench_torch_and_onnxruntime() -> None:
     import json
 
