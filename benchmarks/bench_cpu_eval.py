@@ -20,7 +20,9 @@ average is recorded before and after each table (the machine may be shared).
   export of the folded, fused graph, run by an InferenceSession).
 * onnxruntime (eager export): the eager module exported by the same exporter
   (`archc.onnx_export.export_onnx`) and run by an InferenceSession with onnxruntime's
-  defaults except the thread count: what a user who deploys with onnxruntime gets.
+  defaults except the thread count: what a user who deploys with onnxruntime gets. A second
+  row runs the same file with idle spinning off, as the onnxruntime backend does: it
+  separates what the graph does from what that setting does.
 * OpenVINO (eager export): the same ONNX file compiled by OpenVINO for its CPU plugin
   (LATENCY hint, the same thread count), when the openvino package is installed.
 
@@ -72,16 +74,19 @@ TARGET_RATIO = 1.7  # issue 3: archc[torch] vs eager NCHW, ResNet-50 batch 8
 TARGET_DIFF = 1e-4
 DEPTHS = {f"resnet{d}": d for d in ref.IMAGENET_LAYERS}
 EAGER, PEER = "eager NCHW", "onnxruntime (eager export)"
+PEER_QUIET = "onnxruntime (eager export, spinning off)"
 ARCHC = ("archc[torch]", "archc[onnxruntime]")
 
 Runner = Callable[[torch.Tensor], Any]
 
 
-def _ort_session(path: Path, threads: int, **extra: Any) -> Any:
+def _ort_session(path: Path, threads: int, config: dict[str, str] | None = None, **extra: Any) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
+    for k, v in (config or {}).items():
+        so.add_session_config_entry(k, v)
     for k, v in extra.items():
         setattr(so, k, v)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -145,6 +150,8 @@ def build(
     peer = _ort_session(peer_path, threads)
     info["build_s"][PEER] = time.perf_counter() - t
     runners[PEER] = _numpy_runner(lambda a: peer.run(None, {"input": a})[0])
+    quiet = _ort_session(peer_path, threads, config={"session.intra_op.allow_spinning": "0"})
+    runners[PEER_QUIET] = _numpy_runner(lambda a: quiet.run(None, {"input": a})[0])
 
     try:
         import openvino as ov
@@ -280,28 +287,31 @@ def verdicts(results: dict[tuple[str, int], dict]) -> list[str]:
 
 
 # --- per-op profiles ---------------------------------------------------------------------------
-TORCH_CLASSES = (
-    ("conv (oneDNN fused conv+bias[+add][+ReLU])", ("mkldnn::_convolution_pointwise", "aten::convolution")),
-    ("max pool", ("max_pool",)),
-    ("global average pool", ("adaptive_avg_pool", "aten::mean")),
-    ("linear", ("aten::linear", "aten::addmm")),
-    ("layout conversion (NCHW -> channels_last copy)", ("aten::contiguous", "aten::copy_", "aten::clone")),
+# op class -> (torch profiler keys of archc[torch], onnxruntime op types of the optimised session)
+OP_CLASSES = (
+    (
+        "conv (+ folded bias, residual add, ReLU fused in)",
+        ("mkldnn::_convolution_pointwise", "aten::convolution"),
+        ("Conv",),
+    ),
+    ("max pool", ("max_pool",), ("MaxPool",)),
+    ("global average pool", ("adaptive_avg_pool", "aten::mean"), ("GlobalAveragePool", "ReduceMean")),
+    ("linear", ("aten::linear", "aten::addmm"), ("Gemm", "MatMul")),
+    (
+        "layout conversion (torch: NCHW input to channels_last; onnxruntime: NCHWc reorders)",
+        ("aten::contiguous", "aten::copy_", "aten::clone"),
+        ("ReorderInput", "ReorderOutput", "Transpose"),
+    ),
+    ("residual add / ReLU not fused into a conv", ("aten::add", "aten::relu"), ("Add", "Sum", "Relu")),
 )
-ORT_CLASSES = (
-    ("conv (FusedConv / Conv, + Add + Relu)", ("Conv",)),
-    ("max pool", ("MaxPool",)),
-    ("global average pool", ("GlobalAveragePool", "ReduceMean")),
-    ("linear", ("Gemm", "MatMul", "FusedMatMul")),
-    ("layout conversion (NCHWc reorders)", ("ReorderInput", "ReorderOutput", "Transpose")),
-    ("residual add / ReLU (not fused into a conv)", ("Add", "Sum", "Relu")),
-)
+TORCH, ORT = 1, 2
 
 
-def _classify(op: str, classes: tuple) -> str:
-    for label, keys in classes:
-        if any(k in op for k in keys):
-            return label
-    return "other"
+def _classify(op: str, which: int) -> str:
+    for row in OP_CLASSES:
+        if any(k in op for k in row[which]):
+            return row[0]
+    return "other (allocation, views, dispatch)"
 
 
 def profile_torch(module: torch.nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
@@ -315,7 +325,7 @@ def profile_torch(module: torch.nn.Module, x: torch.Tensor, reps: int) -> dict[s
                 module(x)
     out: dict[str, float] = {}
     for e in prof.key_averages():
-        label = _classify(e.key, TORCH_CLASSES)
+        label = _classify(e.key, TORCH)
         out[label] = out.get(label, 0.0) + e.self_cpu_time_total / 1e3 / reps
     return out
 
@@ -335,7 +345,7 @@ def profile_ort(path: Path, x: torch.Tensor, threads: int, reps: int, tmp: Path)
     for ev in trace:
         if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
             continue
-        label = _classify(ev.get("args", {}).get("op_name", ""), ORT_CLASSES)
+        label = _classify(ev.get("args", {}).get("op_name", ""), ORT)
         out[label] = out.get(label, 0.0) + ev["dur"] / 1e3 / runs
     return out
 
@@ -348,17 +358,18 @@ def render_profile(rows: list[tuple[str, int, dict[str, float], dict[str, float]
         "",
     ]
     for name, batch, t, o in rows:
-        labels = [lb for lb, _ in TORCH_CLASSES] + [lb for lb, _ in ORT_CLASSES] + ["other"]
-        seen = [lb for lb in dict.fromkeys(labels) if lb in t or lb in o]
+        labels = [row[0] for row in OP_CLASSES] + [_classify("", TORCH)]
+        seen = [lb for lb in labels if lb in t or lb in o]
         lines += [
             f"**{name}, batch {batch}**",
             "",
-            "| op class | archc[torch] ms | onnxruntime ms |",
-            "| --- | --- | --- |",
+            "| op class | archc[torch] ms | onnxruntime ms | torch / onnxruntime |",
+            "| --- | --- | --- | --- |",
         ]
-        for lb in seen:
-            lines.append(f"| {lb} | {t.get(lb, 0.0):.1f} | {o.get(lb, 0.0):.1f} |")
-        lines += [f"| total | {sum(t.values()):.1f} | {sum(o.values()):.1f} |", ""]
+        for lb in seen + ["total"]:
+            a, b = (sum(t.values()), sum(o.values())) if lb == "total" else (t.get(lb, 0.0), o.get(lb, 0.0))
+            lines.append(f"| {lb} | {a:.1f} | {b:.1f} | {f'{a / b:.2f}x' if b >= 0.05 else '-'} |")
+        lines.append("")
     return "\n".join(lines)
 
 
