@@ -174,7 +174,7 @@ def build(
             type(m).forward.__globals__["ONEDNN"] = False  # this module's own generated namespace
         runners["archc[torch], eager epilogue (conv, then add_ and relu_)"] = epilogue
         unpacked = archc.compile(spec, mode="eval", overrides=overrides, weights=state)
-        type(fused_convs(unpacked)[0]).forward.__globals__["PREPACK"] = False
+        type(fused_convs(unpacked)[0]).prepack = False  # this module's own generated class
         runners["archc[torch], weights not prepacked"] = unpacked
         out_of_place = archc.compile(spec, mode="eval", overrides=overrides, weights=state)
         for m in fused_convs(out_of_place):

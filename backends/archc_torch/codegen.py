@@ -54,7 +54,6 @@ class FrozenBatchNorm2d(nn.Module):
 ''',
     "FusedConv2d": '''
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
-PREPACK = ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
 
 
 class FusedConv2d(nn.Conv2d):
@@ -65,6 +64,10 @@ class FusedConv2d(nn.Conv2d):
     `r`, a buffer nothing reads afterwards. Elsewhere (GPU, float64, autocast, gradients,
     torch.compile tracing): the same maths in eager ops.
     """
+
+    # keep the weight reordered into oneDNN's blocked layout (see _weight_for)
+    prepack = ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
+    packed_shapes = 4  # input shapes whose reordered weight is kept (each is a copy of the weight)
 
     def __init__(self, *args, act: str = "none", into_r: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -80,23 +83,29 @@ class FusedConv2d(nn.Conv2d):
         return state
 
     def _weight_for(self, x: torch.Tensor) -> torch.Tensor:
-        """The weight in oneDNN's blocked layout, reordered once per weight version and input shape.
+        """The weight in oneDNN's blocked layout for x's shape, reordered once per weight version and shape.
 
         Given the plain weight, oneDNN reorders it on every call (a copy of every weight per forward).
-        The cache is not state: state_dict and load_state_dict see only `weight`, and any change
-        to it (load_state_dict, an in-place edit) moves its version counter, which rebuilds the cache.
+        The layout it picks depends on the whole input shape, batch included, so up to the last few
+        shapes are kept (packed_shapes). The cache is not state: state_dict and load_state_dict see only `weight`,
+        and any change to it (load_state_dict, an in-place edit) moves its version, which clears the cache.
         """
-        if not PREPACK:
+        if not self.prepack:
             return self.weight
         w = self.weight
-        key = (w.data_ptr(), w._version, tuple(x.shape[1:]))
-        cached = self.__dict__.get("_packed")
-        if cached is None or cached[0] != key:
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                w, self.padding, self.stride, self.dilation, self.groups, list(x.shape)
+        version = (w.data_ptr(), w._version)
+        cache = self.__dict__.get("_packed")
+        if cache is None or cache[0] != version:
+            cache = self.__dict__["_packed"] = (version, {})
+        shape = tuple(x.shape)
+        packed = cache[1].get(shape)
+        if packed is None:
+            if len(cache[1]) >= self.packed_shapes:
+                del cache[1][next(iter(cache[1]))]  # the oldest shape
+            packed = cache[1][shape] = torch.ops.mkldnn._reorder_convolution_weight(
+                w, self.padding, self.stride, self.dilation, self.groups, list(shape)
             )
-            cached = self.__dict__["_packed"] = (key, packed)
-        return cached[1]
+        return packed
 
     def forward(self, x: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
         w, b, relu = self.weight, self.bias, self.act == "relu"
@@ -354,7 +363,7 @@ def generate(
     low = lowering(graph)
     cls = class_name(graph.name)
     nodes = graph.nodes()
-    names = _Names({"self", "x", "torch", "nn", "F", "Scope", "init_weights", "ONEDNN", "PREPACK", cls, *HELPERS})
+    names = _Names({"self", "x", "torch", "nn", "F", "Scope", "init_weights", "ONEDNN", cls, *HELPERS})
     init: list[str] = []
     scopes: dict[str, str] = {"": "self"}
 
