@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import linecache
 from typing import Any
@@ -87,8 +88,10 @@ class TorchBackend:
         """
         check_names(graph)
         if "memory_format" in graph.meta:
-            graph = Graph.from_dict(graph.to_dict())  # a copy: archc keeps using the caller's graph
-            del graph.meta["memory_format"]
+            # a shallow copy with its own meta: archc keeps using the caller's graph, and a
+            # Graph.from_dict copy would lose the creation order that orders the state_dict
+            graph = copy.copy(graph)
+            graph.meta = {k: v for k, v in graph.meta.items() if k != "memory_format"}
         src, cls = generate(graph, origin, lowering=EagerLowering)
         return instantiate(src, cls, graph.name)
 
