@@ -239,7 +239,7 @@ def check_torchscript(path: Path, module: Any, x: Any) -> str:
 
 def python_source(b: Any, out: Path, weights_file: Path | None) -> tuple[str, str]:
     """The torch backend's standalone source with a docstring on how to use it; (source, class name)."""
-    from archc.backend import get_backend
+    from archc.backend import get_backend, source_text
 
     g = b.graph
     src = get_backend(b.backend).source(g, origin=os.path.basename(b.origin))
@@ -248,28 +248,33 @@ def python_source(b: Any, out: Path, weights_file: Path | None) -> tuple[str, st
         raise ExportError(f"the {b.backend} backend's source defines no nn.Module class")
     cls = classes[-1]  # the net's class comes last, after Scope and any helpers
     mod = out.stem
-    if mod.isidentifier():
+    # every name below lands in the docstring: source_text keeps it from ending it
+    if mod.isascii() and mod.isidentifier():
         imp = f"from {mod} import {cls}  # this file"
     else:
-        imp = f"import runpy\n    {cls} = runpy.run_path({out.name!r})[{cls!r}]  # this file"
+        imp = f"import runpy\n    {cls} = runpy.run_path({source_text(repr(out.name))})[{cls!r}]  # this file"
     shape = "x".join(map(str, g.input.shape))
+    origin = source_text(os.path.basename(b.origin))
     lines = [
-        f'"""{g.name} as plain PyTorch, written by `archc export` from {os.path.basename(b.origin)} (mode {b.mode}).',
+        f'"""{source_text(g.name)} as plain PyTorch, written by `archc export` from {origin} (mode {b.mode}).',
         "",
         f"Needs only torch. {cls}() takes no arguments; its forward takes an Nx{shape} float tensor.",
         "",
     ]
     if weights_file is not None:
+        wname = weights_file.name
+        # a plain name as before; any other as an escaped repr, so the docstring's example still runs
+        wname = f'"{wname}"' if source_text(wname) == wname else source_text(repr(wname))
         folded = " (BN folded into the convs)" if any(n.attrs.get("folded_bn") for n in g.nodes()) else ""
         lines += [
-            f"The weights are in {weights_file.name}{folded}, beside this file:",
+            f"The weights are in {source_text(weights_file.name)}{folded}, beside this file:",
             "",
             "    import torch",
             "    from safetensors.torch import load_file",
             f"    {imp}",
             "",
             f"    model = {cls}()",
-            f'    model.load_state_dict(load_file("{weights_file.name}"))',
+            f"    model.load_state_dict(load_file({wname}))",
             "    model.eval()",
             f"    y = model(torch.randn(1, {', '.join(map(str, g.input.shape))}))",
         ]

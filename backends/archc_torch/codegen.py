@@ -10,9 +10,12 @@ read is what runs.
 from __future__ import annotations
 
 import keyword
+import math
 import re
 from typing import Any
 
+from archc.backend import source_text
+from archc.errors import BackendError
 from archc.ir import Graph, Node
 
 # Ops whose lowering returns a new tensor that nothing else holds (never a view of an input).
@@ -139,15 +142,20 @@ def class_name(net: str) -> str:
     return name if name[0].isalpha() else "Net" + name
 
 
+def _plain_name(name: str) -> bool:
+    # ASCII only: Python folds non-ASCII identifiers (NFKC), so `self.ﬁ` would be `self.fi`
+    return name.isascii() and name.isidentifier() and not keyword.iskeyword(name)
+
+
 def _attr(obj: str, name: str) -> str:
     """Attribute access that also works for names like `0` (torchvision's downsample.0)."""
-    if name.isidentifier() and not keyword.iskeyword(name):
+    if _plain_name(name):
         return f"{obj}.{name}"
     return f"getattr({obj}, {name!r})"
 
 
 def _register(parent: str, leaf: str, value: str) -> str:
-    if leaf.isidentifier() and not keyword.iskeyword(leaf):
+    if _plain_name(leaf):
         return f"        {parent}.{leaf} = {value}"
     return f"        {parent}.add_module({leaf!r}, {value})"
 
@@ -297,7 +305,7 @@ class _Names:
         key = prefix + dotted
         if key in self.of:
             return self.of[key]
-        base = prefix + re.sub(r"\W", "_", dotted.replace(".", "_"))
+        base = prefix + re.sub(r"\W", "_", dotted.replace(".", "_"), flags=re.ASCII)
         if not base.isidentifier() or keyword.iskeyword(base):
             base = "v_" + base
         name, k = base, 1
@@ -307,6 +315,36 @@ class _Names:
         self.taken.add(name)
         self.of[key] = name
         return name
+
+
+# a string attribute: a name or dotted layer name, which even unquoted could not call anything
+_NAME_VALUE = re.compile(r"[A-Za-z0-9_.]*")
+
+
+def _is_literal(v: Any) -> bool:
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return v is None or isinstance(v, (bool, int)) or (isinstance(v, tuple) and all(map(_is_literal, v)))
+
+
+def check_attrs(graph: Graph) -> None:
+    """Refuse attribute values that the lowerings could not write as Python literals.
+
+    The lowerings write numbers, booleans and tuples as they are and strings with repr; a
+    string is allowed only when it is a (dotted) name (`act="relu"`, `folded_bn="layer1.0.bn1"`)
+    and a float only when finite, so that no value, however the graph was built, can put
+    code into the generated source.
+
+    Raises:
+        BackendError: naming the node and the attribute.
+    """
+    for n in graph.nodes():
+        for key, v in n.attrs.items():
+            if not (_is_literal(v) or (isinstance(v, str) and _NAME_VALUE.fullmatch(v))):
+                raise BackendError(
+                    f"layer '{source_text(n.name)}' has attribute {key}={v!r:.60}, which is no number, flag or name",
+                    hint="this graph was not made by the archc frontend; give the attribute a plain value",
+                )
 
 
 def generate(
@@ -326,6 +364,7 @@ def generate(
     Returns:
         (source text, class name).
     """
+    check_attrs(graph)
     low = lowering(graph)
     cls = class_name(graph.name)
     nodes = graph.nodes()
@@ -384,8 +423,9 @@ def generate(
         init.append(_register(scope_var(parent), leaf, ctors[name]))
 
     shape = "x".join(map(str, graph.input.shape))
-    summary = f"{graph.name}: {graph.params():,} parameters, {graph.macs() / 1e9:.2f} GMACs per {shape} input"
-    src = HEADER.format(origin=origin, summary=summary, imports="".join(f"{line}\n" for line in imports))
+    name = source_text(graph.name)  # it lands in a comment and a docstring
+    summary = f"{name}: {graph.params():,} parameters, {graph.macs() / 1e9:.2f} GMACs per {shape} input"
+    src = HEADER.format(origin=source_text(origin), summary=summary, imports="".join(f"{line}\n" for line in imports))
     src += "".join(HELPERS[h] for h in low.helpers)
     src += f"\nclass {cls}(nn.Module):\n"
     src += f'    """{summary}."""\n\n'
