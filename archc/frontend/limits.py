@@ -4,7 +4,7 @@ Each dimension of a layer is bounded by the op specs, but their products are not
 with ten million output channels, or a 3x999999x999999 input, passes every per-dimension
 check and then asks torch for gigabytes or petabytes. These limits are checked before
 anything is allocated (while the spec is read and elaborated), with the statement that
-crosses them. Each is overridable through an environment variable (docs/language.md#limits).
+crosses them. Each is overridable through an environment variable (docs/language.md#size-limits).
 """
 
 from __future__ import annotations
@@ -100,6 +100,6 @@ def refuse(
         f"{head} {_amount(total, unit)}, past the limit of {_amount(limit, unit)} ({env})",
         loc,
         hint=f"{why}; if the net really is this large, raise the limit with the environment variable "
-        f"{env} (e.g. {env}={limit * 4}; see docs/language.md#limits)",
+        f"{env} (e.g. {env}={limit * 4}; see docs/language.md#size-limits)",
         notes=notes or (),
     )

@@ -79,6 +79,8 @@ def read_spec(path: str | os.PathLike, shown: str, loc: Loc | None = None) -> st
         ) from None
     except OSError as exc:
         raise _refuse(shown, exc.strerror or type(exc).__name__, loc) from None
+    except UnicodeEncodeError:  # a lone surrogate that no file name on this system can hold
+        raise _refuse(shown, "the path cannot be encoded as a file name", loc) from None
     if not stat.S_ISREG(info.st_mode):
         raise _refuse(shown, "it is not a regular file", loc, hint=f"name a {SUFFIX} spec file")
     if not os.path.realpath(path).endswith(SUFFIX):
