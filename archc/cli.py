@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -117,6 +118,10 @@ def main() -> None:
     Shell completion (bash; zsh and fish in docs/cli.md):
       eval "$(_ARCHC_COMPLETE=bash_source archc)"
     """
+    # a file name that is not UTF-8 (surrogate escapes) prints escaped, not as a UnicodeEncodeError
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def complete_backend(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:

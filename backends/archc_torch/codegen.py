@@ -317,8 +317,10 @@ class _Names:
         return name
 
 
-# a string attribute: a name or dotted layer name, which even unquoted could not call anything
-_NAME_VALUE = re.compile(r"[A-Za-z0-9_.]*")
+# the attributes that may hold a string: written with repr (act) or not at all (folded_bn)
+STRING_ATTRS = frozenset({"act", "folded_bn"})
+# ... and the strings they may hold, like every layer name: dotted paths of letters, digits, underscores
+_DOTTED = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 
 
 def _is_literal(v: Any) -> bool:
@@ -327,24 +329,35 @@ def _is_literal(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int)) or (isinstance(v, tuple) and all(map(_is_literal, v)))
 
 
-def check_attrs(graph: Graph) -> None:
-    """Refuse attribute values that the lowerings could not write as Python literals.
+def check_graph(graph: Graph) -> None:
+    """Refuse layer names and attribute values that the lowerings could not write safely.
 
-    The lowerings write numbers, booleans and tuples as they are and strings with repr; a
-    string is allowed only when it is a (dotted) name (`act="relu"`, `folded_bn="layer1.0.bn1"`)
-    and a float only when finite, so that no value, however the graph was built, can put
-    code into the generated source.
+    Layer names must be dotted paths of letters, digits and underscores, as the frontend
+    makes them. The lowerings write numbers, flags and tuples as they are, so those must
+    be finite numbers, booleans and tuples of them; only the attributes in STRING_ATTRS
+    may hold a string (or None), and only a dotted name (`act="relu"`,
+    `folded_bn="layer1.0.bn1"`). So no name or value, however the graph was built or
+    changed, can put code into the generated source.
 
     Raises:
-        BackendError: naming the node and the attribute.
+        BackendError: naming the layer (and the attribute).
     """
     for n in graph.nodes():
+        if not _DOTTED.fullmatch(n.name):
+            raise BackendError(
+                f"layer name '{source_text(n.name)}' is not a dotted path of letters, digits and underscores",
+                hint="this graph was not made by the archc frontend; name its layers like `layer1.0.conv1`",
+            )
         for key, v in n.attrs.items():
-            if not (_is_literal(v) or (isinstance(v, str) and _NAME_VALUE.fullmatch(v))):
-                raise BackendError(
-                    f"layer '{source_text(n.name)}' has attribute {key}={v!r:.60}, which is no number, flag or name",
-                    hint="this graph was not made by the archc frontend; give the attribute a plain value",
-                )
+            if key in STRING_ATTRS:
+                if v is None or (isinstance(v, str) and _DOTTED.fullmatch(v)):
+                    continue
+            elif _is_literal(v):
+                continue
+            raise BackendError(
+                f"layer '{n.name}' has attribute {key}={v!r:.60}, which generated code cannot hold",
+                hint="this graph was not made by the archc frontend; give the attribute a number, flag or name",
+            )
 
 
 def generate(
@@ -364,7 +377,7 @@ def generate(
     Returns:
         (source text, class name).
     """
-    check_attrs(graph)
+    check_graph(graph)
     low = lowering(graph)
     cls = class_name(graph.name)
     nodes = graph.nodes()
