@@ -99,7 +99,7 @@ def refuse(
     return LimitError(
         f"{head} {_amount(total, unit)}, past the limit of {_amount(limit, unit)} ({env})",
         loc,
-        hint=f"{why}; if the net really is this large, raise the limit with the environment variable "
+        hint=f"{why}; if it really is this large, raise the limit with the environment variable "
         f"{env} (e.g. {env}={limit * 4}; see docs/language.md#size-limits)",
         notes=notes or (),
     )
