@@ -18,6 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from archc.errors import BackendError
 from archc_triton import bn_kernels
+from archc_triton.dispatch import Dispatch, interpreted_device_ok
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -136,6 +137,7 @@ class BNAct(nn.Module):
         self.affine = True
         self.track_running_stats = track_running_stats
         self.residual = residual
+        self._dispatch = Dispatch()
         self.weight = nn.Parameter(torch.empty(num_features, **kw))
         self.bias = nn.Parameter(torch.empty(num_features, **kw))
         if track_running_stats:
@@ -170,6 +172,26 @@ class BNAct(nn.Module):
             f"track_running_stats={self.track_running_stats}, residual={self.residual}"
         )
 
+    def dispatch_counts(self) -> dict[str, int]:
+        """Calls so far: {"kernel": n}; BNAct has no torch fallback (a device it cannot serve is an error)."""
+        return dict(self._dispatch.counts)
+
+    def _check_device(self, x: torch.Tensor, residual: torch.Tensor | None) -> None:
+        """Refuse, with a BackendError, a device the kernels cannot run on, or tensors on two devices."""
+        if not interpreted_device_ok(x, bn_kernels.interpreting()):
+            where = "a CPU tensor" if x.device.type == "cpu" else f"a tensor on '{x.device}'"
+            raise BackendError(
+                f"BNAct runs Triton kernels, which need a CUDA GPU tensor; got {where}",
+                hint="move the model and its inputs to a GPU, use --backend torch, or set "
+                "TRITON_INTERPRET=1 to run the kernels in Triton's (slow) CPU interpreter on CPU tensors",
+            )
+        others = [t for t in (residual, self.weight) if t is not None and t.device != x.device]
+        if others:
+            raise BackendError(
+                f"BNAct got its input on '{x.device}' but its parameters or residual on '{others[0].device}'",
+                hint="move the model and its inputs to the same device (model.to(device))",
+            )
+
     def _load_from_state_dict(
         self,
         state_dict: dict,
@@ -200,16 +222,13 @@ class BNAct(nn.Module):
             A channels_last tensor of x's shape and dtype.
 
         Raises:
-            BackendError: x is on the CPU and Triton's interpreter is off.
+            BackendError: x is on a device the kernels cannot run on (a CPU tensor with
+                Triton's interpreter off, or anything but CUDA and CPU), or x, the residual
+                and the parameters are not all on one device.
             ValueError: a wrong shape, a missing or unexpected residual, or a single value
                 per channel in training (as nn.BatchNorm2d).
         """
-        if x.device.type == "cpu" and not bn_kernels.interpreting():
-            raise BackendError(
-                "BNAct runs Triton kernels, which need a CUDA GPU tensor; got a CPU tensor",
-                hint="move the model and its inputs to a GPU, use --backend torch, or set "
-                "TRITON_INTERPRET=1 to run the kernels in Triton's (slow) CPU interpreter",
-            )
+        self._check_device(x, residual)
         if x.dim() != 4 or x.shape[1] != self.num_features:
             raise ValueError(
                 f"BNAct({self.num_features}) expected an N x {self.num_features} x H x W input, "
@@ -235,6 +254,7 @@ class BNAct(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         if residual is not None:
             residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last)
+        self._dispatch.record(None)
         return _BNActFunction.apply(
             x,
             residual,

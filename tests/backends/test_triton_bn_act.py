@@ -303,3 +303,27 @@ def test_resnet20_triton_matches_torch() -> None:
     ref.eval()
     with torch.no_grad():
         torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_device_is_a_backend_error() -> None:
+    # the meta device stands for any device that is neither CUDA nor the interpreter's CPU
+    m = BNAct(3)
+    with pytest.raises(BackendError, match="CUDA GPU tensor; got a tensor on 'meta'"):
+        m(torch.randn(2, 3, 2, 2, device="meta"))
+    meta = BNAct(3, device="meta")
+    with pytest.raises(BackendError, match="parameters or residual on 'meta'"):
+        meta(torch.randn(2, 3, 2, 2))
+    r = BNAct(3, residual=True)
+    with pytest.raises(BackendError, match="residual on 'meta'"):
+        r(torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2, device="meta"))
+    assert int(m.num_batches_tracked) == 0  # refused before any statistics moved
+
+
+def test_bf16_autocast_runs_the_kernels_and_counts_them() -> None:
+    m, bn = _pair(5, residual=False)
+    x = torch.randn(2, 5, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), _reference(bn, x.to(torch.bfloat16).float(), None), rtol=2e-2, atol=2e-2)
+    assert m.dispatch_counts() == {"kernel": 1}
