@@ -5,7 +5,9 @@ shapes and dtypes, so a state_dict moves freely between the torch and triton
 backends. The autograd graph keeps only the BN input x (and the residual, the
 block input that is alive anyway) plus per-channel statistics: the backward
 recomputes x_hat and the pre-activation z = gamma*x_hat + beta (+ r) for the ReLU
-mask instead of storing the normalised activation or the output.
+mask instead of storing the normalised activation or the output. Inputs in a dtype
+the kernels do not cover (float64) run the same autograd Function on bn_torch, the
+kernels' torch twin, and are counted as such in `dispatch_counts()`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from archc.errors import BackendError
-from archc_triton import bn_kernels
-from archc_triton.dispatch import Dispatch, interpreted_device_ok
+from archc_triton import bn_kernels, bn_torch
+from archc_triton.dispatch import KERNEL_DTYPES, Dispatch, interpreted_device_ok
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -31,6 +33,31 @@ def _nchw(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """[N*H*W, C] rows back to a channels_last NCHW tensor shaped like `like`."""
     n, c, h, w = like.shape
     return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def statistics(
+    ops: Any,
+    xr: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    batch_stats: bool,
+    update: bool,
+    factor: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, invstd) of the batch (updating the running statistics when `update`), or the running
+    (mean, var) when not `batch_stats`; `ops` is bn_kernels or its torch twin bn_torch."""
+    if not batch_stats:
+        return running_mean, running_var
+    rm, rv = (running_mean, running_var) if update else (None, None)
+    return ops.batch_stats(xr, eps, rm, rv, factor)
+
+
+def kernel_ops(x: torch.Tensor) -> tuple[Any, str | None]:
+    """(bn_kernels, None) for the dtypes the kernels cover, else (bn_torch, the reason)."""
+    if x.dtype in KERNEL_DTYPES:
+        return bn_kernels, None
+    return bn_torch, f"dtype {str(x.dtype).removeprefix('torch.')}"
 
 
 class _BNActFunction(torch.autograd.Function):
@@ -49,15 +76,12 @@ class _BNActFunction(torch.autograd.Function):
         update: bool,
         factor: float,
         eps: float,
+        ops: Any,
     ) -> torch.Tensor:
         xr = _rows(x)
         rr = None if residual is None else _rows(residual)
-        if batch_stats:
-            rm, rv = (running_mean, running_var) if update else (None, None)
-            mean, stat = bn_kernels.batch_stats(xr, eps, rm, rv, factor)
-        else:
-            mean, stat = running_mean, running_var
-        y = bn_kernels.forward(xr, rr, mean, stat, weight, bias, eps, from_var=not batch_stats)
+        mean, stat = statistics(ops, xr, running_mean, running_var, batch_stats, update, factor, eps)
+        y = ops.forward(xr, rr, mean, stat, weight, bias, eps, from_var=not batch_stats)
         if any(ctx.needs_input_grad[:4]):
             if not batch_stats:
                 # a later train step updates the buffers in place; keep this step's values
@@ -65,6 +89,7 @@ class _BNActFunction(torch.autograd.Function):
             ctx.save_for_backward(x, residual, weight, bias, mean, stat)
         ctx.batch_stats = batch_stats
         ctx.eps = eps
+        ctx.ops = ops
         return _nchw(y, x)
 
     @staticmethod
@@ -73,7 +98,7 @@ class _BNActFunction(torch.autograd.Function):
         x, residual, weight, bias, mean, stat = ctx.saved_tensors
         need_x, need_r, need_w, need_b = ctx.needs_input_grad[:4]
         dyr = _rows(dy.contiguous(memory_format=torch.channels_last))
-        dx, dr, dw, db = bn_kernels.backward(
+        dx, dr, dw, db = ctx.ops.backward(
             _rows(x),
             None if residual is None else _rows(residual),
             dyr,
@@ -91,6 +116,7 @@ class _BNActFunction(torch.autograd.Function):
             None if dr is None else _nchw(dr, x),
             dw.to(weight.dtype) if need_w else None,
             db.to(bias.dtype) if need_b else None,
+            None,
             None,
             None,
             None,
@@ -173,8 +199,13 @@ class BNAct(nn.Module):
         )
 
     def dispatch_counts(self) -> dict[str, int]:
-        """Calls so far: {"kernel": n}; BNAct has no torch fallback (a device it cannot serve is an error)."""
+        """Calls so far: {"kernel": n}, and {"dtype float64": n} for inputs the kernels do not cover
+        (computed by bn_torch); a device the kernels cannot serve is an error, not a fallback."""
         return dict(self._dispatch.counts)
+
+    def record_call(self, reason: str | None) -> None:
+        """Count one call in `dispatch_counts()`: the kernels (reason None) or the torch twin's reason."""
+        self._dispatch.record(reason)
 
     def _check_device(self, x: torch.Tensor, residual: torch.Tensor | None) -> None:
         """Refuse, with a BackendError, a device the kernels cannot run on, or tensors on two devices."""
@@ -228,6 +259,42 @@ class BNAct(nn.Module):
             ValueError: a wrong shape, a missing or unexpected residual, or a single value
                 per channel in training (as nn.BatchNorm2d).
         """
+        prepared = self.prepare(x, residual)
+        if prepared is None:  # nothing to normalise; the statistics stay as they are
+            return torch.empty_like(x, memory_format=torch.channels_last)
+        x, residual, batch_stats, update, factor = prepared
+        ops, reason = kernel_ops(x)
+        self.record_call(reason)
+        return _BNActFunction.apply(
+            x,
+            residual,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            batch_stats,
+            update,
+            factor,
+            self.eps,
+            ops,
+        )
+
+    def prepare(
+        self, x: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, bool, bool, float] | None:
+        """Check one call's inputs and count the batch: what a forward needs, or None for an empty x.
+
+        Shared with the BN-ReLU-conv unit (archc_triton.bn_act_conv), which normalises with
+        this module's parameters and statistics.
+
+        Returns:
+            (x and the residual as channels_last, batch_stats, update, factor): normalise with
+            the batch's statistics (else the running ones), update the running ones with
+            momentum `factor`.
+
+        Raises:
+            BackendError, ValueError: as forward.
+        """
         self._check_device(x, residual)
         if x.dim() != 4 or x.shape[1] != self.num_features:
             raise ValueError(
@@ -243,8 +310,8 @@ class BNAct(nn.Module):
         batch_stats = self.training or not self.track_running_stats
         if batch_stats and n * h * w == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
-        if x.numel() == 0:  # nothing to normalise; the statistics stay as they are
-            return torch.empty_like(x, memory_format=torch.channels_last)
+        if x.numel() == 0:
+            return None
         update = self.training and self.track_running_stats
         factor = 0.0
         if update:
@@ -254,16 +321,4 @@ class BNAct(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         if residual is not None:
             residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last)
-        self._dispatch.record(None)
-        return _BNActFunction.apply(
-            x,
-            residual,
-            self.weight,
-            self.bias,
-            self.running_mean,
-            self.running_var,
-            batch_stats,
-            update,
-            factor,
-            self.eps,
-        )
+        return x, residual, batch_stats, update, factor
