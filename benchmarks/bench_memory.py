@@ -43,7 +43,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from report import machine_info, replace_section  # noqa: E402
+from report import machine_info, publish  # noqa: E402
 
 BEGIN = "<!-- bench_memory:begin -->"
 END = "<!-- bench_memory:end -->"
@@ -157,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(args.spec, args.batch, args.size)
     command = " ".join(["python", "benchmarks/bench_memory.py", *(sys.argv[1:] if argv is None else argv)])
     text = render(rows, args.spec, args.batch, args.size, command)
-    print(text)
-    if args.write:
-        replace_section(BEGIN, END, text, HEADING)
+    publish(text, args.write, BEGIN, END, HEADING)
     return 0
 
 

@@ -129,6 +129,7 @@ def env(device: Any, backends: list[str]) -> dict[str, Any]:
     import torch
 
     row: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -275,7 +276,7 @@ def throughput(device: Any, smoke: bool, mode: str, candidate: str) -> dict[str,
     step()
     if cuda:
         torch.cuda.synchronize()
-    row: dict[str, Any] = {"first_step_s": round(time.perf_counter() - t, 2), "batch": batch}
+    row: dict[str, Any] = {"first_step_s": round(time.perf_counter() - t, 2), "spec": spec, "batch": batch}
     for _ in range(warmup):
         step()
     times = []

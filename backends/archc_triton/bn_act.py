@@ -2,10 +2,11 @@
 
 The module keeps nn.BatchNorm2d's parameters and buffers under the same names,
 shapes and dtypes, so a state_dict moves freely between the torch and triton
-backends. The autograd graph keeps only the BN input x (and the residual, the
-block input that is alive anyway) plus per-channel statistics: the backward
-recomputes x_hat and the pre-activation z = gamma*x_hat + beta (+ r) for the ReLU
-mask instead of storing the normalised activation or the output. Inputs in a dtype
+backends. The autograd graph keeps only the BN input x plus per-channel statistics
+(and, with a residual, the output y, which the next conv keeps anyway): the backward
+recomputes x_hat, and the pre-activation z = gamma*x_hat + beta for the ReLU mask, or
+with a residual takes the mask from y > 0, instead of storing the normalised activation
+or the residual. Inputs in a dtype
 the kernels do not cover (float64) run the same autograd Function on bn_torch, the
 kernels' torch twin, and are counted as such in `dispatch_counts()`.
 """
@@ -81,26 +82,29 @@ class _BNActFunction(torch.autograd.Function):
         xr = _rows(x)
         rr = None if residual is None else _rows(residual)
         mean, stat = statistics(ops, xr, running_mean, running_var, batch_stats, update, factor, eps)
-        y = ops.forward(xr, rr, mean, stat, weight, bias, eps, from_var=not batch_stats)
+        y = _nchw(ops.forward(xr, rr, mean, stat, weight, bias, eps, from_var=not batch_stats), x)
         if any(ctx.needs_input_grad[:4]):
             if not batch_stats:
                 # a later train step updates the buffers in place; keep this step's values
                 mean, stat = mean.clone(), stat.clone()
-            ctx.save_for_backward(x, residual, weight, bias, mean, stat)
+            # With a residual, keep the output instead of it: the ReLU mask is y > 0, and y is
+            # kept anyway by what reads it next (the next conv), so nothing extra stays alive;
+            # the residual (a projection shortcut's BN output) would be.
+            ctx.save_for_backward(x, None if residual is None else y, weight, bias, mean, stat)
         ctx.batch_stats = batch_stats
         ctx.eps = eps
         ctx.ops = ops
-        return _nchw(y, x)
+        return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, residual, weight, bias, mean, stat = ctx.saved_tensors
+        x, y, weight, bias, mean, stat = ctx.saved_tensors
         need_x, need_r, need_w, need_b = ctx.needs_input_grad[:4]
         dyr = _rows(dy.contiguous(memory_format=torch.channels_last))
         dx, dr, dw, db = ctx.ops.backward(
             _rows(x),
-            None if residual is None else _rows(residual),
+            None if y is None else _rows(y),
             dyr,
             mean,
             stat,
@@ -110,6 +114,7 @@ class _BNActFunction(torch.autograd.Function):
             from_var=not ctx.batch_stats,
             batch_stats=ctx.batch_stats,
             need=(need_x, need_r, need_w or need_b),
+            y_mask=True,
         )
         return (
             None if dx is None else _nchw(dx, x),

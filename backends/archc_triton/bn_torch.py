@@ -81,8 +81,12 @@ def backward(
     from_var: bool,
     batch_stats: bool,
     need: tuple[bool, bool, bool],
+    *,
+    y_mask: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of `forward`, recomputing the pre-activation from x (and the residual), as bn_kernels.backward.
+
+    With `y_mask`, `residual` is forward's output y and the ReLU mask is y > 0.
 
     Returns:
         (dx, d_residual, dgamma, dbeta), None where `need` does not ask for them.
@@ -92,7 +96,7 @@ def backward(
     x_hat = (x - mean.to(x.dtype)) * invstd
     z = x_hat * weight.to(x.dtype) + beta
     if residual is not None:
-        z = z + residual
+        z = residual if y_mask else z + residual
     dz = torch.where(z > 0, dy.to(x.dtype), 0.0)
     sum_dz = dz.sum(dim=0)
     sum_dzx = (dz * x_hat).sum(dim=0)
