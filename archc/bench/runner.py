@@ -371,6 +371,7 @@ class _Bench:
 
     def archc(self, row: dict[str, Any], backend: str) -> None:
         from archc.api import build, load_weights
+        from archc.bench.dispatch import KERNEL, dispatch_counts, fallbacks
 
         torch = self.torch
         base = self._memory_base()
@@ -385,6 +386,11 @@ class _Bench:
         row["build_ms"] = {k: round(v, 3) for k, v in b.timings_ms.items()}
         model = self._prepare(b, load_weights)
         self._time(self._step(model, model.parameters()), row, base)
+        counts = dispatch_counts(model)  # kernel calls and torch fallbacks, where the backend counts them
+        if counts:
+            row["dispatch"], row["fallbacks"] = counts, fallbacks(counts)
+            kernels, falls = counts.get(KERNEL, 0), row["fallbacks"]
+            self.log(f"{row['name']}: {kernels} kernel calls, {falls} torch fallbacks {counts}")
         row["build_first_run_s"] = row["build_s"] + row["first_run_s"]
         if self.cfg.mode == "train":  # the timed steps changed the weights: check a fresh module
             del model
