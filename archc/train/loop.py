@@ -518,11 +518,9 @@ def _check_same_net(saved: TrainConfig, given: TrainConfig) -> None:
                 hint=f"resume with the run's spec: archc train {a} --resume RUN_DIR",
             )
     if given.overrides and given.overrides != saved.overrides:
-        shown = " ".join(f"--set {k}={v}" for k, v in sorted(saved.overrides.items())) or "no --set"
-        raise CheckpointError(
-            "the run was started with other --set values than these",
-            hint=f"resume with {shown} (or none: the run's are used)",
-        )
+        shown = " ".join(f"--set {k}={v}" for k, v in sorted(saved.overrides.items()))
+        hint = f"give the run's values ({shown}) or no --set at all" if shown else "resume without --set (it had none)"
+        raise CheckpointError("the run was started with other --set values than these", hint=hint)
 
 
 def _recipe_from_meta(rd: dict[str, Any]) -> Any:
