@@ -135,15 +135,18 @@ class Trainer:
 
         self.state = None
         self._lock: Any = None
+        note = None
         if resume is not None:
             path = resume_checkpoint(resume)
             self.state = load_checkpoint(path)
             cfg = _config_from_meta(self.state.meta, cfg)
             if path.name == "best.safetensors" and resume.is_dir():
-                log(f"{resume} has no last.safetensors (the run was stopped while writing it): resuming from {path}")
+                note = f"{resume} has no last.safetensors (the run was stopped while writing it): resuming from {path}"
         self.cfg = cfg
         self.info = init_distributed(cfg.device)
         self.log = log if self.info.main else (lambda _msg: None)
+        if note:
+            self.log(note)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
@@ -246,8 +249,11 @@ class Trainer:
                 f"the checkpoint's iteration {iteration!r} is not a count in 0..{self.recipe.iters}",
                 hint="the header was edited or is not archc train's: use the run's other checkpoint",
             )
+        # a diverged test loss may be inf or NaN in a real run: only the type is checked
         best_ok = best is None or (
-            isinstance(best, dict) and self.task.select in best and all(_is_number(v, float) for v in best.values())
+            isinstance(best, dict)
+            and self.task.select in best
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in best.values())
         )
         if not _is_number(elapsed, float) or not best_ok:
             raise CheckpointError(
