@@ -89,9 +89,10 @@ def weight_problems(state: Mapping[str, Any], slots: Mapping[str, Slot]) -> list
             out.append(f"'{key}' has shape {tuple(value.shape)}, the network needs {slot.shape}")
         elif slot.floating and not value.is_floating_point():
             out.append(f"'{key}' holds {str(value.dtype).removeprefix('torch.')} values, the network needs floats")
-        elif not slot.floating and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        elif not slot.floating and (value.is_complex() or value.dtype == torch.bool):
+            # a counter (num_batches_tracked) saved as a float still loads: torch copies it into the int buffer
             out.append(f"'{key}' holds {str(value.dtype).removeprefix('torch.')} values, the network needs integers")
-        elif slot.floating and not bool(torch.isfinite(value).all()):
+        elif value.is_floating_point() and not bool(torch.isfinite(value).all()):
             out.append(f"'{key}' holds NaN or infinite values")
         elif key.endswith(".running_var") and bool((value < 0).any()):
             out.append(f"'{key}' holds negative variances")
