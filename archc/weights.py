@@ -44,7 +44,7 @@ def checkpoint_slots(own: Mapping[str, Any], graph: Graph | None = None) -> dict
             conv's bias is dropped when the spec's conv has none).
 
     Returns:
-        key -> Slot, in the module's key order.
+        key -> Slot: the module's keys in order, then the folded BNs' keys.
     """
     out = {k: Slot(tuple(v.shape), bool(v.is_floating_point())) for k, v in own.items()}
     for node in graph.nodes() if graph is not None else ():
