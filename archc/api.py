@@ -211,31 +211,18 @@ def load_weights(module: Any, weights: Any, graph: Graph | None = None) -> None:
         graph: the module's graph; BNs its passes folded are folded into the weights.
 
     Raises:
-        WeightsError: the file is missing or unreadable, or its keys or shapes do not match.
+        WeightsError: the file is missing or unreadable, its keys, shapes or value types do not match,
+            or it holds NaN, infinite values or negative variances.
     """
     state = read_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
     if not isinstance(state, Mapping):
         raise WeightsError(f"weights must be a state_dict or a checkpoint path, got {type(weights).__name__}")
-    if graph is not None:
-        from archc.weights import fold_state_dict
+    from archc.weights import check_weights, checkpoint_slots, fold_state_dict
 
+    # checked in the spec's key space before folding: eval mode names the same keys as train mode
+    check_weights(state, checkpoint_slots(module.state_dict(), graph))
+    if graph is not None:
         state = fold_state_dict(graph, state)
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        parts = [
-            f"{what} {len(keys)} key(s): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected))
-            if keys
-        ]
-        raise WeightsError("weights do not match the network: " + "; ".join(parts))
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(own[key].shape):
-            raise WeightsError(
-                f"weights do not match the network: '{key}' has shape {tuple(tensor.shape)}, "
-                f"the network needs {tuple(own[key].shape)}"
-            )
     module.load_state_dict(state, strict=True)
 
 

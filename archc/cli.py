@@ -233,22 +233,22 @@ def build(
 
 def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
     from archc.backend import get_backend
+    from archc.files import make_dir, save_safetensors, write_output
 
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     g = b.graph
     files = []
-    ir_path = out / f"{g.name}.ir.json"
-    ir_path.write_text(g.dump_json())
-    files.append(str(ir_path))
-    src_path = out / f"{g.name}.py"
-    src_path.write_text(get_backend(b.backend).source(g, origin=os.path.basename(b.origin)))
-    files.append(str(src_path))
+    texts = {
+        out / f"{g.name}.ir.json": g.dump_json(),
+        out / f"{g.name}.py": get_backend(b.backend).source(g, origin=os.path.basename(b.origin)),
+    }
+    for path, text in texts.items():
+        write_output(path, lambda t, text=text: t.write_text(text, encoding="utf-8"))
+        files.append(str(path))
     if write_init:
-        from safetensors.torch import save_file
-
         w_path = out / f"{g.name}.safetensors"
         state = {k: v.contiguous() for k, v in b.module.state_dict().items()}
-        save_file(state, str(w_path), metadata={"archc_net": g.name, "seed": str(seed)})
+        save_safetensors(w_path, state, {"archc_net": g.name, "seed": str(seed)}, what="weights")
         files.append(str(w_path))
     return files
 

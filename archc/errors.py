@@ -145,3 +145,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
 
 class RecursiveBlockError(ArchcError):
     """A block that calls itself, directly or through other blocks."""
+
+
+class OutputError(ArchcError):
+    """A file or directory that cannot be written (no permission, not a directory, disk full)."""

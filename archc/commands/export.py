@@ -140,7 +140,7 @@ def export_onnx(module: Any, graph: Any, x: Any, out: Path, opset: int | None, e
                     dynamic_axes=axes,
                     opset_version=opset or LEGACY_OPSET,
                 )
-    except ArchcError:
+    except (ArchcError, OSError):  # an OSError is the output's (write_output names the file)
         raise
     except Exception as exc:  # an exporter failure is reported, not dumped as a traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -224,7 +224,8 @@ def export_torchscript(module: Any, x: Any, out: Path) -> str:
             except Exception as exc2:
                 raise ExportError(f"TorchScript export failed: script: {first}; trace: {exc2}") from exc2
             how = "torch.jit.trace (script failed)"
-        scripted.save(str(out))
+        with open(out, "wb") as f:  # a Python file object: a write error is an OSError, not a RuntimeError
+            torch.jit.save(scripted, f)
     return how
 
 
@@ -422,6 +423,7 @@ def _export(
     import torch
 
     from archc.api import build, load_weights
+    from archc.files import make_dir, save_safetensors, write_output
 
     if opset is not None and fmt != "onnx":
         raise ArchcError(f"--opset applies to ONNX export, not {fmt}")
@@ -435,29 +437,38 @@ def _export(
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *g.input.shape, generator=gen)
     x_check = torch.randn(batch + 1, *g.input.shape, generator=gen)  # another batch size: dynamic batch
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(out.parent)
     lines: list[str] = []
     verdict = "not checked (--no-check)"
+    how = ""
     if fmt == "onnx":
-        how = export_onnx(portable_module(b), g, x, out, opset, exporter)
+
+        def write_onnx(target: Path) -> None:
+            nonlocal how
+            how = export_onnx(portable_module(b), g, x, target, opset, exporter)
+
+        write_output(out, write_onnx, "ONNX file")
         lines.append(f"wrote {out} (ONNX, {how}; input 'input' batchx{'x'.join(map(str, g.input.shape))})")
         if check:
             verdict = check_onnx(out, module, x_check)
     elif fmt == "torchscript":
-        how = export_torchscript(portable_module(b), x, out)
+
+        def write_script(target: Path) -> None:
+            nonlocal how
+            how = export_torchscript(portable_module(b), x, target)
+
+        write_output(out, write_script, "TorchScript file")
         lines.append(f"wrote {out} (TorchScript via {how})")
         if check:
             verdict = check_torchscript(out, module, x_check)
     else:
         w_path = out.with_suffix(".safetensors") if weights is not None else None
         src, cls = python_source(b, out, w_path)
-        out.write_text(src, encoding="utf-8")
+        write_output(out, lambda t: t.write_text(src, encoding="utf-8"), "Python file")
         lines.append(f"wrote {out} (class {cls}; imports only torch)")
         if w_path is not None:
-            from safetensors.torch import save_file
-
             state = {k: v.contiguous() for k, v in module.state_dict().items()}
-            save_file(state, str(w_path), metadata={"archc_net": g.name, "mode": mode, "format": "pt"})
+            save_safetensors(w_path, state, {"archc_net": g.name, "mode": mode, "format": "pt"})
             lines.append(f"wrote {w_path} ({len(state)} tensors)")
         if check:
             verdict = check_python(src, cls, module, x_check)

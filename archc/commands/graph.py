@@ -36,15 +36,21 @@ def _check_output(out: Path) -> str:
 
 
 def _write(text: str, out: Path, fmt: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from archc.files import write_output
+
     if fmt == "dot":
-        out.write_text(text, encoding="utf-8")
+        write_output(out, lambda t: t.write_text(text, encoding="utf-8"), "graph")
         return
     dot = shutil.which("dot") or "dot"
-    proc = subprocess.run([dot, f"-T{fmt}", "-o", str(out)], input=text.encode(), capture_output=True, check=False)
-    if proc.returncode != 0:
-        msg = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
-        raise ArchcError(f"graphviz 'dot' failed to write {out}: {msg}", hint="write DOT text with -o NAME.dot")
+
+    def render(target: Path) -> None:
+        proc = subprocess.run([dot, f"-T{fmt}"], input=text.encode(), capture_output=True, check=False)
+        if proc.returncode != 0:
+            msg = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+            raise ArchcError(f"graphviz 'dot' failed to write {out}: {msg}", hint="write DOT text with -o NAME.dot")
+        target.write_bytes(proc.stdout)
+
+    write_output(out, render, "graph")
 
 
 @click.command(short_help="Draw SPEC as DOT, SVG or PNG, labelled like the paper's Fig. 3.")

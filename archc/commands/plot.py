@@ -109,8 +109,10 @@ def draw(
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, metadata=NO_DATE[out.suffix.lower()] or None)
+        from archc.files import write_output
+
+        fmt, meta = out.suffix.lower()[1:], NO_DATE[out.suffix.lower()] or None
+        write_output(out, lambda t: fig.savefig(t, format=fmt, metadata=meta), "figure")
 
 
 @click.command()

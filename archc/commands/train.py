@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from archc.errors import ArchcError, TrainError
+from archc.errors import ArchcError
 
 # The embedded digits are small (1,438 training images): this many iterations of the CIFAR recipe (~70
 # epochs) reach >= 95% test accuracy on a 2-core CPU in a few minutes; the schedule keeps its shape.
@@ -164,7 +164,7 @@ def _parse_kv(items: tuple[str, ...], flag: str) -> dict[str, str]:
 
 def _train(o: dict[str, Any]) -> dict[str, Any] | None:
     """Run `archc train` with the parsed options `o` (the click parameters by name)."""
-    from archc.train.loop import TrainConfig, Trainer
+    from archc.train.loop import TrainConfig, Trainer, TrainingStopped
 
     spec, resume = o["spec"], o["resume"]
     graph = spec_graph(spec, o["overrides"])
@@ -175,14 +175,22 @@ def _train(o: dict[str, Any]) -> dict[str, Any] | None:
         r = detection_recipe(o["recipe"], o["iters"], o["batch_size"], o["lr"], o["hps"])
     else:
         r = resolve_recipe(o["recipe"], graph.input.shape, o["data"], o["iters"], o["batch_size"], o["lr"], o["hps"])
-    if resume is not None and not (resume / "last.safetensors").is_file() and resume.is_dir():
-        raise TrainError(f"nothing to resume in {resume}: no last.safetensors", hint="give a run directory")
+    if resume is not None:
+        from archc.train.runs import resume_checkpoint
+
+        resume_checkpoint(resume)  # fails before any work when there is nothing to resume
     same = ("data", "backend", "overrides", "runs", "name", "seed", "amp", "device", "sync_bn", "deterministic")
     more = ("workers", "checkpoint_every", "progress", "init")
     task = "detect" if detector else "classify"
     cfg = TrainConfig(spec=str(spec), recipe=r, task=task, **{k: o[k] for k in same + more})
     trainer = Trainer(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
-    res = trainer.run()
+    try:
+        res = trainer.run()
+    except TrainingStopped as stop:
+        # the conventional status of a process ended by that signal (130 for SIGINT, 143 for SIGTERM)
+        raise SystemExit(128 + stop.signum) from None
+    finally:
+        trainer.close()
     if not trainer.info.main:
         return None
     summary = {
