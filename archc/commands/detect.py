@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from archc.commands.options import threads_option
 from archc.errors import ArchcError, DataError
 
 
@@ -18,6 +19,7 @@ from archc.errors import ArchcError, DataError
 @click.option("--score", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Draw detections above.")
 @click.option("--scales", default=None, metavar="S1,S2,...", help="Multi-scale testing: shorter sides to run at.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the detections as JSON.")
 def detect(
     spec: Path,
@@ -27,6 +29,7 @@ def detect(
     score: float,
     scales: str | None,
     sets: tuple[str, ...],
+    threads: int | None,
     as_json: bool,
 ) -> None:
     """Detect objects in IMAGES with SPEC and --weights; draw the boxes into -o.
@@ -38,9 +41,11 @@ def detect(
       archc detect specs/detection/faster_rcnn_small_c4.arch --weights w.safetensors a.png --scales 96,128,160 --json
     """
     from archc.cli import _fail, _parse_sets
+    from archc.threads import torch_threads
 
     try:
-        results = _detect(spec, images, weights, out, score, scales, _parse_sets(sets))
+        with torch_threads(threads):
+            results = _detect(spec, images, weights, out, score, scales, _parse_sets(sets))
     except ArchcError as err:
         _fail(err)
         return

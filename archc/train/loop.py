@@ -22,6 +22,7 @@ import torch
 from archc.errors import CheckpointError, TrainError
 from archc.ir import Graph
 from archc.train.distributed import DistInfo, all_reduce_sum, barrier, convert_sync_bn, init_distributed
+from archc.train.progress import Progress
 from archc.train.recipes import Recipe
 from archc.train.schedule import Schedule
 
@@ -249,7 +250,7 @@ class Trainer:
         t_start = time.perf_counter() - self.elapsed
         it_window = 0
         last_eval: dict[str, float] = {}
-        progress = _Progress(self.cfg.progress and self.info.main, end, self.start)
+        progress = Progress(self.cfg.progress and self.info.main, end, self.start, device)
         model = self.wrapped
         model.train()
         batches = self.task.batches(self.start)
@@ -275,6 +276,7 @@ class Trainer:
                 window += stats
                 it_window += 1
                 done = it + 1
+                progress.tick(done, r.batch_size)
                 if done % r.log_every == 0 or done == end:
                     all_reduce_sum(window, self.info)
                     now = time.perf_counter()
@@ -347,56 +349,3 @@ def _config_from_meta(meta: dict[str, Any], given: TrainConfig) -> TrainConfig:
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"the checkpoint's settings are unreadable ({exc})") from None
     return dataclasses.replace(cfg, device=given.device, progress=given.progress, workers=given.workers)
-
-
-class _Progress:
-    """A rich progress bar on a terminal, a plain line per record elsewhere (CI logs, pipes)."""
-
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        from archc.cli import make_console
-
-        self.enabled = enabled
-        self.console = make_console(stderr=True)
-        self.bar = None
-        if enabled and self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-
-    def __enter__(self) -> _Progress:
-        if self.bar is not None:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-    def update(self, done: int, rec: dict[str, Any]) -> None:
-        text = (
-            f"loss {rec['loss']:.4f}  err {100 * rec['error']:.2f}%  lr {rec['lr']:.4g}  {rec['img_s']:.0f} img/s"
-            if "error" in rec
-            else f"loss {rec['loss']:.4f}  lr {rec['lr']:.4g}  {rec['img_s']:.1f} img/s"
-        )
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, info=text)
-        elif self.enabled:
-            self.console.print(f"iter {done}: {text}", highlight=False)
-
-    def test(self, done: int, metrics: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        shown = "  ".join(
-            f"{k} {100 * v:.2f}%" if "error" in k else f"{k} {v:.4g}"
-            for k, v in metrics.items()
-            if isinstance(v, float)
-        )
-        self.console.print(f"iter {done}: test {shown}", highlight=False)

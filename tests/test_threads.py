@@ -1,0 +1,78 @@
+"""torch's thread count from the CPUs a process may use: affinity, cgroup quotas, torchrun's processes."""
+
+import os
+
+import pytest
+import torch
+
+from archc import threads
+from archc.threads import cgroup_cpu_limit, default_threads, torch_threads
+
+
+def _tree(tmp_path, cgroup: str, files: dict[str, str]):
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/cgroup").write_text(cgroup)
+    for rel, text in files.items():
+        p = tmp_path / "sys/fs/cgroup" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return tmp_path
+
+
+def test_cgroup_v2_quota(tmp_path):
+    root = _tree(tmp_path, "0::/job/a\n", {"job/a/cpu.max": "150000 100000\n"})
+    assert cgroup_cpu_limit(root) == 1.5
+
+
+def test_cgroup_v2_without_a_limit_and_at_the_root(tmp_path):
+    root = _tree(tmp_path, "0::/not/mounted/here\n", {"cpu.max": "max 100000\n"})
+    assert cgroup_cpu_limit(root) is None
+    (root / "sys/fs/cgroup/cpu.max").write_text("200000 100000\n")
+    assert cgroup_cpu_limit(root) == 2.0
+
+
+def test_cgroup_v1_quota(tmp_path):
+    cg = "4:memory:/x\n3:cpu,cpuacct:/docker/1\n"
+    root = _tree(
+        tmp_path,
+        cg,
+        {"cpu,cpuacct/docker/1/cpu.cfs_quota_us": "50000", "cpu,cpuacct/docker/1/cpu.cfs_period_us": "100000"},
+    )
+    assert cgroup_cpu_limit(root) == 0.5
+    (root / "sys/fs/cgroup/cpu,cpuacct/docker/1/cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_limit(root) is None
+
+
+def test_no_cgroup_files(tmp_path):
+    assert cgroup_cpu_limit(tmp_path) is None
+
+
+def test_default_threads_follows_affinity_quota_and_torchrun(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(8)  # torch's own default caps the result
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4, 5}, raising=False)
+        monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        assert default_threads() == 6
+        monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 2.5)
+        assert default_threads() == 3  # a quota of 2.5 CPUs keeps 3 threads busy
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+        assert default_threads() == 1  # 3 CPUs among 4 processes: never below 1
+        monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert default_threads() == 3
+        torch.set_num_threads(2)
+        assert default_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_torch_threads_sets_and_restores():
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
