@@ -34,6 +34,9 @@ def detect(
 ) -> None:
     """Detect objects in IMAGES with SPEC and --weights; draw the boxes into -o.
 
+    Images smaller than 512 px on the shorter side are drawn enlarged by a whole factor, so that the labels
+    (placed outside the boxes) stay small next to the objects; --json boxes are in the input's pixels.
+
     \b
     Examples:
       archc detect specs/detection/faster_rcnn_small_c4.arch --weights best.safetensors image.png -o out.png
@@ -62,7 +65,7 @@ def _detect(spec, images, weights, out, score, scales, overrides):  # noqa: ANN0
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from archc.detect.draw import draw_detections
+    from archc.detect.draw import DRAW_MIN_SIZE, draw_detections
     from archc.detect.task import load_detector
 
     try:
@@ -99,7 +102,10 @@ def _detect(spec, images, weights, out, score, scales, overrides):  # noqa: ANN0
         r = {"image": str(path), "detections": dets}
         if out is not None:
             target = out / path.name if len(images) > 1 else out
-            draw_detections(pic, d["boxes"], d["labels"], d["scores"], names, score_threshold=score).save(target)
+            drawn = draw_detections(
+                pic, d["boxes"], d["labels"], d["scores"], names, score_threshold=score, min_size=DRAW_MIN_SIZE
+            )
+            drawn.save(target)
             r["drawn"] = str(target)
         results.append(r)
     return results
