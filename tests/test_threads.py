@@ -53,6 +53,7 @@ def test_default_threads_follows_affinity_quota_and_torchrun(monkeypatch):
         torch.set_num_threads(8)  # torch's own default caps the result
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4, 5}, raising=False)
         monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
+        monkeypatch.setattr(threads, "idle_cpus", lambda: None)
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
         assert default_threads() == 6
         monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 2.5)
@@ -76,3 +77,34 @@ def test_torch_threads_sets_and_restores():
     with pytest.raises(RuntimeError), torch_threads(1):
         raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+
+
+def test_a_busy_machine_leaves_fewer_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+        monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        for load, expected in ((0.2, 2), (0.6, 1), (1.0, 1), (11.7, 1)):
+            monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+            assert threads.idle_cpus() == pytest.approx(2 - load)
+            assert default_threads() == expected, load
+        # pinned to one of the CPUs, or held to a quota: the machine's load says nothing about ours
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+        assert threads.idle_cpus() is None and default_threads() == 1
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+        monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 2.0)
+        assert threads.idle_cpus() is None and default_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_describe_says_how_many_and_why(monkeypatch):
+    monkeypatch.setattr(threads, "available_cpus", lambda: 2)
+    monkeypatch.setattr(threads, "idle_cpus", lambda: -9.7)
+    monkeypatch.setattr(os, "getloadavg", lambda: (11.7, 10.0, 9.0))
+    assert threads.describe(1) == "1 CPU thread (2 CPUs available, load average 11.7; --threads to choose)"
+    monkeypatch.setattr(threads, "idle_cpus", lambda: None)
+    assert threads.describe(2) == "2 CPU threads (2 CPUs available; --threads to choose)"

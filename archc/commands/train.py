@@ -187,6 +187,12 @@ def _train(o: dict[str, Any]) -> dict[str, Any] | None:
     task = "detect" if detector else "classify"
     cfg = TrainConfig(spec=str(spec), recipe=r, task=task, **{k: o[k] for k in same + more})
     trainer = Trainer(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
+    if trainer.info.device == "cpu":
+        import torch
+
+        from archc.threads import describe
+
+        trainer.log(describe(torch.get_num_threads()))
     res = trainer.run()
     if not trainer.info.main:
         return None
