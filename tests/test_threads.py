@@ -108,3 +108,35 @@ def test_describe_says_how_many_and_why(monkeypatch):
     assert threads.describe(1) == "1 CPU thread (2 CPUs available, load average 11.7; --threads to choose)"
     monkeypatch.setattr(threads, "idle_cpus", lambda: None)
     assert threads.describe(2) == "2 CPU threads (2 CPUs available; --threads to choose)"
+
+
+def test_train_eval_and_detect_run_with_threads(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from archc.cli import main
+    from archc.commands import detect, train
+    from archc.commands import eval as eval_command
+
+    seen = []
+
+    def record(*_args, **_kwargs):
+        seen.append(torch.get_num_threads())
+        return [] if len(seen) == 3 else {}
+
+    monkeypatch.setattr(train, "_train", record)
+    monkeypatch.setattr(eval_command, "_eval_classifier", record)
+    monkeypatch.setattr(detect, "_detect", record)
+    spec = str(Path(__file__).resolve().parents[1] / "specs/cifar/resnet20.arch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for args in (["train", spec], ["eval", spec, "--weights", "w.safetensors"], ["detect", spec, "x.png"]):
+            args += ["--weights", "w.safetensors", "--json"] if args[0] == "detect" else ["--json"]
+            r = CliRunner().invoke(main, [*args, "--threads", "1"], catch_exceptions=False)
+            assert r.exit_code == 0, r.output
+            assert torch.get_num_threads() == 2  # restored afterwards
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1, 1]
