@@ -276,7 +276,6 @@ class Trainer:
                 window += stats
                 it_window += 1
                 done = it + 1
-                progress.tick(done, r.batch_size)
                 if done % r.log_every == 0 or done == end:
                     all_reduce_sum(window, self.info)
                     now = time.perf_counter()
@@ -296,6 +295,8 @@ class Trainer:
                     window.zero_()
                     it_window = 0
                     t_window = time.perf_counter()
+                else:
+                    progress.tick(done, r.batch_size)  # a heartbeat between records
                 if done % r.eval_every == 0 or done == end:
                     last_eval = self.task.evaluate(self.wrapped, device, self.autocast)
                     model.train()

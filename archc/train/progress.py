@@ -133,7 +133,7 @@ class Progress:
         return note
 
     def tick(self, done: int, images: int) -> None:
-        """One iteration of `images` images done; print a heartbeat when the last line is HEARTBEAT_S old."""
+        """An iteration of `images` images done between records; a heartbeat when the last line is old."""
         if not self.enabled:
             return
         self.images += images
