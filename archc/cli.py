@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from archc.errors import ArchcError
+from archc.units import si
 
 EXIT_SPEC_ERROR = 2
 
@@ -53,6 +54,8 @@ def _summary(b: Any) -> dict[str, Any]:
         "input_shape": list(g.input.shape),
         "output_shape": list(g.output.shape),
         "stages": g.stages(),
+        "outputs": _outputs(g),
+        "cut": _cut(g),
         "net_params": g.meta.get("params", {}),
         "frozen": list(g.meta.get("frozen", [])),
         "trainable_params": (
@@ -61,6 +64,26 @@ def _summary(b: Any) -> dict[str, Any]:
         "passes": [{"name": r.name, "changes": r.changes, "ms": round(r.ms, 3)} for r in b.passes.records],
         "timings_ms": {k: round(v, 3) for k, v in b.timings_ms.items()},
     }
+
+
+def _cut(g: Any) -> dict[str, Any] | None:
+    """Where a detector's per-RoI head starts: the last trunk stage and the RoI size; None for other nets."""
+    cut = g.meta.get("cut")
+    if not cut:
+        return None
+    node = g.node(cut["node"])
+    return {"after": node.stage, "node": node.name, "size": list(cut["size"]), "channels": node.shape[0]}
+
+
+def _outputs(g: Any) -> list[dict[str, Any]]:
+    """Each output's name and shape; per_roi: it comes from a detector's per-RoI head (after the `cut`)."""
+    stages = [row["name"] for row in g.stages()]
+    cut = _cut(g)
+    head = set(stages[stages.index(cut["after"]) + 1 :]) if cut else set()
+    return [
+        {"name": name, "shape": list(g.node(node).shape), "per_roi": g.node(node).stage in head}
+        for name, node in zip(g.output_names or g.outputs, g.outputs, strict=True)
+    ]
 
 
 def make_console(stderr: bool = False) -> Any:
@@ -84,16 +107,31 @@ def _print_table(s: dict[str, Any]) -> None:
     table.add_column("params", justify="right")
     table.add_column("mult-adds", justify="right")
     table.add_row("input", _fmt_shape(s["input_shape"]), "", "")
+    cut = s.get("cut")
     for row in s["stages"]:
         table.add_row(row["name"], _fmt_shape(row["output_shape"]), f"{row['params']:,}", f"{row['macs']:,}")
+        if cut and row["name"] == cut["after"]:
+            # what follows runs once per RoI, on the cut's channels pooled to the RoI size
+            table.add_section()
+            roi = _fmt_shape([cut["channels"], *cut["size"]])
+            table.add_row("per RoI:", roi, "", "", style="italic")
     table.add_section()
     table.add_row(
-        "total",
-        _fmt_shape(s["output_shape"]),
-        f"{s['params']:,}",
-        f"{s['macs']:,} ({s['macs'] / 1e9:.2f}e9)",
+        "total" + (" (trunk + 1 RoI)" if cut else ""),
+        "" if cut else _fmt_shape(s["output_shape"]),
+        f"{s['params']:,} ({si(s['params'])})",
+        f"{s['macs']:,} ({si(s['macs'])})",
         style="bold",
     )
+    if cut:
+        outs = ", ".join(
+            f"{o['name']} {_fmt_shape(o['shape'])}{' per RoI' if o['per_roi'] else ''}" for o in s["outputs"]
+        )
+        table.caption = (
+            f"outputs: {outs}. Not in these totals: the RPN and the box classifier and regressor, which "
+            "archc.detect adds from the net's parameters."
+        )
+        table.caption_justify = "left"
     console.print(table)
     t = s["timings_ms"]
     phases = "  ".join(f"{k} {v:.1f} ms" for k, v in t.items())

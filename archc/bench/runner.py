@@ -88,7 +88,7 @@ class BenchConfig:
         device: "cuda" or "cpu"; None: cuda when available.
         compile_mode: torch.compile mode; None: "max-autotune" for eval, the default for train.
         seed: for the weights and the synthetic batch.
-        threads: torch's intra-op CPU threads during the run; None leaves torch's setting.
+        threads: torch's intra-op CPU threads during the run; None: archc.threads.default_threads().
     """
 
     spec: str | os.PathLike
@@ -507,12 +507,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict[str,
     Raises:
         ArchcError: a bad spec or option, or a spec without a hand-written counterpart.
     """
-    import torch
+    from archc.threads import torch_threads
 
-    threads = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _Bench(cfg, log or (lambda _line: None)).run()
-    finally:
-        torch.set_num_threads(threads)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from archc.commands.options import threads_option
 from archc.errors import ArchcError
 from archc.files import make_dir, write_output
 
@@ -20,6 +21,7 @@ from archc.files import make_dir, write_output
 @click.option("--score", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Draw detections above.")
 @click.option("--scales", default=None, metavar="S1,S2,...", help="Multi-scale testing: shorter sides to run at.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the detections as JSON.")
 def detect(
     spec: Path,
@@ -29,9 +31,13 @@ def detect(
     score: float,
     scales: str | None,
     sets: tuple[str, ...],
+    threads: int | None,
     as_json: bool,
 ) -> None:
     """Detect objects in IMAGES with SPEC and --weights; draw the boxes into -o.
+
+    Images smaller than 512 px on the shorter side are drawn enlarged by a whole factor, so that the labels
+    (placed outside the boxes) stay small next to the objects; --json boxes are in the input's pixels.
 
     \b
     Examples:
@@ -40,9 +46,11 @@ def detect(
       archc detect specs/detection/faster_rcnn_small_c4.arch --weights w.safetensors a.png --scales 96,128,160 --json
     """
     from archc.cli import _fail, _parse_sets
+    from archc.threads import torch_threads
 
     try:
-        results = _detect(spec, images, weights, out, score, scales, _parse_sets(sets))
+        with torch_threads(threads):
+            results = _detect(spec, images, weights, out, score, scales, _parse_sets(sets))
     except ArchcError as err:
         _fail(err)
         return
@@ -59,7 +67,7 @@ def _detect(spec, images, weights, out, score, scales, overrides):  # noqa: ANN0
     import torch
 
     from archc.data.folder import open_rgb
-    from archc.detect.draw import draw_detections
+    from archc.detect.draw import DRAW_MIN_SIZE, draw_detections
     from archc.detect.task import load_detector
 
     try:
@@ -89,7 +97,9 @@ def _detect(spec, images, weights, out, score, scales, overrides):  # noqa: ANN0
         r = {"image": str(path), "detections": dets}
         if out is not None:
             target = out / path.name if len(images) > 1 else out
-            drawn = draw_detections(pic, d["boxes"], d["labels"], d["scores"], names, score_threshold=score)
+            drawn = draw_detections(
+                pic, d["boxes"], d["labels"], d["scores"], names, score_threshold=score, min_size=DRAW_MIN_SIZE
+            )
             write_output(target, lambda t, im=drawn, fmt=formats[k]: im.save(t, format=fmt), "image")
             r["drawn"] = str(target)
         results.append(r)

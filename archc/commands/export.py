@@ -259,7 +259,7 @@ def python_source(b: Any, out: Path, weights_file: Path | None) -> tuple[str, st
     lines = [
         f'"""{source_text(g.name)} as plain PyTorch, written by `archc export` from {origin} (mode {b.mode}).',
         "",
-        f"Needs only torch. {cls}() takes no arguments; its forward takes an Nx{shape} float tensor.",
+        f"This file imports only torch. {cls}() takes no arguments; its forward takes an Nx{shape} float tensor.",
         "",
     ]
     if weights_file is not None:
@@ -268,7 +268,8 @@ def python_source(b: Any, out: Path, weights_file: Path | None) -> tuple[str, st
         wname = f'"{wname}"' if source_text(wname) == wname else source_text(repr(wname))
         folded = " (BN folded into the convs)" if any(n.attrs.get("folded_bn") for n in g.nodes()) else ""
         lines += [
-            f"The weights are in {source_text(weights_file.name)}{folded}, beside this file:",
+            f"The weights are in {source_text(weights_file.name)}{folded}, beside this file; reading them also",
+            "needs the safetensors package (pip install safetensors):",
             "",
             "    import torch",
             "    from safetensors.torch import load_file",

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from archc.commands.options import threads_option
 from archc.errors import ArchcError
 
 # The embedded digits are small (1,438 training images): this many iterations of the CIFAR recipe (~70
@@ -95,6 +96,7 @@ def spec_graph(spec: Path, overrides: dict[str, str]) -> Any:
     "format) initialises the backbone.",
 )
 @click.option("--progress/--no-progress", default=True, help="Progress bar (a line per record when not a TTY).")
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the final result as JSON.")
 def train(
     spec: Path,
@@ -118,6 +120,7 @@ def train(
     checkpoint_every: int | None,
     init: str | None,
     progress: bool,
+    threads: int | None,
     as_json: bool,
 ) -> None:
     """Train SPEC with the paper's recipe; metrics and checkpoints go to RUNS/NAME-NNNN/.
@@ -139,12 +142,14 @@ def train(
       archc train specs/detection/faster_rcnn_r50_c4.arch --data coco:imgs,ann.json --init r50.safetensors
     """
     from archc.cli import _fail, _parse_sets
+    from archc.threads import torch_threads
 
     opts = dict(locals())
     try:
         opts["hps"] = _parse_kv(hps, "--hp")
         opts["overrides"] = _parse_sets(sets)
-        result = _train(opts)
+        with torch_threads(threads):
+            result = _train(opts)
     except ArchcError as err:
         _fail(err)
         return
@@ -184,6 +189,12 @@ def _train(o: dict[str, Any]) -> dict[str, Any] | None:
     task = "detect" if detector else "classify"
     cfg = TrainConfig(spec=str(spec), recipe=r, task=task, **{k: o[k] for k in same + more})
     trainer = Trainer(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
+    if trainer.info.device == "cpu":
+        import torch
+
+        from archc.threads import describe
+
+        trainer.log(describe(torch.get_num_threads()))
     try:
         res = trainer.run()
     except TrainingStopped as stop:
@@ -201,10 +212,8 @@ def _train(o: dict[str, Any]) -> dict[str, Any] | None:
         "best": res.best,
         "recipe": trainer.recipe.to_dict(),
     }
-    shown = ", ".join(
-        f"{k} {100 * v:.2f}%" if "error" in k else f"{k} {v:.4g}"
-        for k, v in (res.final or {}).items()
-        if isinstance(v, float)
-    )
+    from archc.train.progress import format_metrics
+
+    shown = format_metrics(res.final or {}, sep=", ")
     click.echo(f"done: {res.iterations} iterations in {res.seconds:.0f} s; test {shown}; run {res.run_dir}", err=True)
     return summary

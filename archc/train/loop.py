@@ -25,6 +25,7 @@ import torch
 from archc.errors import CheckpointError, TrainError
 from archc.ir import Graph
 from archc.train.distributed import DistInfo, all_reduce_sum, barrier, convert_sync_bn, init_distributed
+from archc.train.progress import Progress
 from archc.train.recipes import Recipe
 from archc.train.schedule import Schedule
 
@@ -316,7 +317,7 @@ class Trainer:
         t_start = time.perf_counter() - self.elapsed
         it_window = 0
         last_eval: dict[str, float] = {}
-        progress = _Progress(self.cfg.progress and self.info.main, end, self.start)
+        progress = Progress(self.cfg.progress and self.info.main, end, self.start, device)
         model = self.wrapped
         model.train()
         batches = self.task.batches(self.start)
@@ -361,6 +362,8 @@ class Trainer:
                     window.zero_()
                     it_window = 0
                     t_window = time.perf_counter()
+                else:
+                    progress.tick(done, r.batch_size)  # a heartbeat between records
                 if done % r.eval_every == 0 or done == end:
                     last_eval = self.task.evaluate(self.wrapped, device, self.autocast)
                     model.train()
@@ -557,55 +560,3 @@ def _recipe_from_meta(rd: dict[str, Any]) -> Any:
             raise TrainError(f"{origin}: field '{f.name}' holds {value!r}", hint="use the run's other checkpoint")
     return r
 
-
-class _Progress:
-    """A rich progress bar on a terminal, a plain line per record elsewhere (CI logs, pipes)."""
-
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        from archc.cli import make_console
-
-        self.enabled = enabled
-        self.console = make_console(stderr=True)
-        self.bar = None
-        if enabled and self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-
-    def __enter__(self) -> _Progress:
-        if self.bar is not None:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-    def update(self, done: int, rec: dict[str, Any]) -> None:
-        text = (
-            f"loss {rec['loss']:.4f}  err {100 * rec['error']:.2f}%  lr {rec['lr']:.4g}  {rec['img_s']:.0f} img/s"
-            if "error" in rec
-            else f"loss {rec['loss']:.4f}  lr {rec['lr']:.4g}  {rec['img_s']:.1f} img/s"
-        )
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, info=text)
-        elif self.enabled:
-            self.console.print(f"iter {done}: {text}", highlight=False)
-
-    def test(self, done: int, metrics: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        shown = "  ".join(
-            f"{k} {100 * v:.2f}%" if "error" in k else f"{k} {v:.4g}"
-            for k, v in metrics.items()
-            if isinstance(v, float)
-        )
-        self.console.print(f"iter {done}: test {shown}", highlight=False)

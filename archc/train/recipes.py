@@ -18,6 +18,8 @@ from typing import Any
 from archc.data.augment import Augment
 from archc.errors import TrainError
 
+MIN_EVAL_EVERY = 25  # iterations; the shortest test interval `scaled` makes (an explicit eval_every may be less)
+
 
 @dataclass(frozen=True)
 class Recipe(Augment):
@@ -70,7 +72,10 @@ class Recipe(Augment):
         if iters == self.iters:
             return self
         f = iters / self.iters
-        eval_every = max(1, round(self.eval_every * f))
+        # a floor on the scaled test interval: `--iters 20` of the CIFAR recipe would otherwise test after
+        # every iteration; a run shorter than the floor tests once, at its end
+        floor = min(self.eval_every, MIN_EVAL_EVERY)
+        eval_every = min(iters, max(floor, round(self.eval_every * f)))
         return dataclasses.replace(
             self,
             iters=iters,
