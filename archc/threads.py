@@ -99,14 +99,19 @@ def idle_cpus() -> float | None:
     return total - load
 
 
-def default_threads() -> int:
+def default_threads(load_aware: bool = True) -> int:
     """torch's intra-op threads for this process: its share of the CPUs it may use that are not busy.
 
     The available CPUs (affinity, cgroup quota) are split over the processes torchrun started on this
-    machine (LOCAL_WORLD_SIZE); on a machine whose load average shows other work, only the idle ones
-    count (threads that wait for a busy core make a step many times slower: measured 6 img/s with two
+    machine (LOCAL_WORLD_SIZE); on a machine whose load average is above its CPU count, only our fair
+    share counts (threads that wait for a busy core make a step many times slower: measured 6 img/s with two
     threads against 44 with one on a 2-core machine at load 11). Never above torch's own default (its
     count of physical cores, or OMP_NUM_THREADS), never below 1.
+
+    Args:
+        load_aware: leave out the CPUs the load average shows busy. Off where a run must be reproducible
+            (`--deterministic`, benchmarks): float sums depend on the thread count, and the load does not
+            repeat.
     """
     import torch
 
@@ -115,9 +120,12 @@ def default_threads() -> int:
     except ValueError:
         local = 1
     n = available_cpus() // local
-    idle = idle_cpus()
-    if idle is not None:
-        n = min(n, math.floor(idle / local + 0.5))
+    idle = idle_cpus() if load_aware else None
+    if idle is not None and idle < 0:
+        # Only an oversubscribed machine (load above its CPUs) counts: a lower load may be this user's own
+        # previous run, which must not halve the next one. Our fair share is CPUs x CPUs / load.
+        cpus = available_cpus()
+        n = min(n, math.floor(cpus * cpus / (cpus - idle) / local))
     return max(1, min(n, torch.get_num_threads()))
 
 
@@ -131,8 +139,8 @@ def describe(threads: int) -> str:
 
 
 @contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[int]:
-    """Run the block with torch's intra-op pool at `threads` (None: default_threads()); restored after.
+def torch_threads(threads: int | None, load_aware: bool = True) -> Iterator[int]:
+    """Run the block with torch's intra-op pool at `threads` (None: default_threads(load_aware)); restored after.
 
     Yields:
         The number of threads in use.
@@ -140,7 +148,7 @@ def torch_threads(threads: int | None) -> Iterator[int]:
     import torch
 
     before = torch.get_num_threads()
-    n = default_threads() if threads is None else threads
+    n = default_threads(load_aware) if threads is None else threads
     torch.set_num_threads(n)
     try:
         yield n

@@ -87,10 +87,12 @@ def test_a_busy_machine_leaves_fewer_threads(monkeypatch):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
         monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-        for load, expected in ((0.2, 2), (0.6, 1), (1.0, 1), (11.7, 1)):
+        # a load up to the CPU count may be our own last run; past it, the fair share CPUs x CPUs / load
+        for load, expected in ((0.2, 2), (1.0, 2), (2.0, 2), (2.5, 1), (11.7, 1)):
             monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
             assert threads.idle_cpus() == pytest.approx(2 - load)
             assert default_threads() == expected, load
+            assert default_threads(load_aware=False) == 2
         # pinned to one of the CPUs, or held to a quota: the machine's load says nothing about ours
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)
         assert threads.idle_cpus() is None and default_threads() == 1

@@ -88,7 +88,7 @@ class BenchConfig:
         device: "cuda" or "cpu"; None: cuda when available.
         compile_mode: torch.compile mode; None: "max-autotune" for eval, the default for train.
         seed: for the weights and the synthetic batch.
-        threads: torch's intra-op CPU threads during the run; None: archc.threads.default_threads().
+        threads: torch's intra-op CPU threads during the run; None: archc.threads.default_threads(load_aware=False).
     """
 
     spec: str | os.PathLike
@@ -509,5 +509,5 @@ def run(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict[str,
     """
     from archc.threads import torch_threads
 
-    with torch_threads(cfg.threads):
+    with torch_threads(cfg.threads, load_aware=False):  # a benchmark measures the machine, load recorded
         return _Bench(cfg, log or (lambda _line: None)).run()

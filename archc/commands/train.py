@@ -148,7 +148,8 @@ def train(
     try:
         opts["hps"] = _parse_kv(hps, "--hp")
         opts["overrides"] = _parse_sets(sets)
-        with torch_threads(threads):
+        # --deterministic: the same thread count whatever the load, so reruns sum floats in the same order
+        with torch_threads(threads, load_aware=not deterministic):
             result = _train(opts)
     except ArchcError as err:
         _fail(err)
