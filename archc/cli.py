@@ -252,6 +252,7 @@ def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
 # `main` exists: the command modules import helpers such as _fail from this module).
 from archc.commands import backends, bench, detect, diff, export, graph, inspect, plot, train  # noqa: E402
 from archc.commands import eval as eval_command  # noqa: E402
+from archc.commands import list as list_command  # noqa: E402
 
 for _command in (
     train.train,
@@ -261,6 +262,7 @@ for _command in (
     bench.bench,
     graph.graph,
     backends.backends,
+    list_command.list_,
     export.export,
     inspect.inspect,
     diff.diff,
