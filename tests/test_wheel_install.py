@@ -1,10 +1,8 @@
 """A plain (non-editable) `pip install .` ships the spec catalogue: names work outside the checkout.
 
-The venv is made the cheap, offline way of tests/backends/test_example_plugin.py: --system-site-packages,
-`pip install --no-deps --no-build-isolation --no-index`, this interpreter's packages (torch, lark, pip,
-setuptools) reachable through a `.pth` file. Unlike there, the `.pth` lists the directories as plain
-paths, so `.pth` files inside them are not run: the editable install of archc (a finder that maps
-`archc` onto this checkout) stays out, and the venv's own wheel-installed archc is the one imported.
+The venv is made the cheap, offline way of tests/backends/test_example_plugin.py (tests/venvs.py), but
+without running the outer `.pth` files: the editable install of archc (a finder that maps `archc` onto
+this checkout) stays out, and the venv's own wheel-installed archc is the one imported.
 """
 
 from __future__ import annotations
@@ -12,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import site
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from archc.frontend import catalog
+from tests.venvs import make_venv, pip_install
 
 ROOT = Path(__file__).resolve().parents[1]
 # what the wheel is built from: the project's files, not the checkout's build outputs
@@ -31,7 +28,7 @@ pytestmark = pytest.mark.slow  # a wheel build and three fresh interpreters impo
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FORCE_COLOR") and not k.startswith("PIP_")}
-    env.update(OMP_NUM_THREADS="1", PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1", NO_COLOR="1")
+    env.update(OMP_NUM_THREADS="1", NO_COLOR="1")
     return env
 
 
@@ -46,28 +43,11 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             src.mkdir(exist_ok=True)
             shutil.copy2(ROOT / name, src / name)
-    env_dir = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env_dir)], check=True)
-    bindir = env_dir / ("Scripts" if os.name == "nt" else "bin")
-    python = bindir / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    parents = [p for p in [*site.getsitepackages(), site.getusersitepackages()] if os.path.isdir(p)]
-    Path(purelib, "_archc_parent_site.pth").write_text("".join(f"{p}\n" for p in parents))
-    proc = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet", str(src)],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"pip install . failed:\n{proc.stdout}\n{proc.stderr}"
-    assert not (Path(purelib) / "__editable__.archc-0.1.0.pth").exists()
-    return bindir
+    python = make_venv(base / "venv", run_pth_files=False)
+    pip_install(python, src, _env())
+    purelib = next((base / "venv").glob("lib*/python*/site-packages"))
+    assert not (purelib / "__editable__.archc-0.1.0.pth").exists()  # a real install, not an editable one
+    return python.parent
 
 
 def _run(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
