@@ -111,6 +111,8 @@ def main() -> None:
       archc build specs/resnet152.arch
       archc build specs/resnet34.arch --set shortcut=A --json
       archc build my_block.arch -o out/ --init
+      archc list
+      archc build cifar/resnet110
       archc backends
 
     \b
@@ -179,6 +181,8 @@ def build(
     part: str | None,
 ) -> None:
     """Parse, check and lower SPEC; print per-stage shapes, params and multiply-adds.
+
+    SPEC is a .arch file or a catalogue name (`archc list`); a file of that name wins.
 
     \b
     Examples:
