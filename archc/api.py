@@ -11,7 +11,7 @@ from typing import Any
 
 from archc.backend import get_backend
 from archc.errors import ArchcError, WeightsError
-from archc.frontend import MAX_NODES, elaborate, load
+from archc.frontend import MAX_NODES, catalog, elaborate, load
 from archc.frontend.loader import looks_like_path
 from archc.ir import Graph
 from archc.passes import PIPELINES, PassManager
@@ -42,7 +42,8 @@ class Build:
 
 
 def _origin(spec: str | os.PathLike) -> str:
-    return os.fspath(spec) if looks_like_path(spec) else "<spec>"
+    # a catalogue name stands for its file, so `resnet50` and `specs/resnet50.arch` lower alike
+    return catalog.resolve(spec) if looks_like_path(spec) else "<spec>"
 
 
 def build(
@@ -62,7 +63,8 @@ def build(
     """Parse, elaborate, run passes and (optionally) lower a spec, timing each phase.
 
     Args:
-        spec: a `.arch` path or `.arch` text.
+        spec: a `.arch` path, a catalogue name (`resnet50`, `cifar/resnet20`; see `list_models`),
+            or `.arch` text. A file of that name wins over the catalogue.
         backend: an installed backend name.
         mode: "train" (a trainable module with the spec's parameter names) or "eval"
             (BN folded, ops fused; for inference).
@@ -240,7 +242,8 @@ def compile(
     """Compile a spec into a trainable `torch.nn.Module`.
 
     Args:
-        spec: a `.arch` path or `.arch` text.
+        spec: a `.arch` path, a catalogue name (`resnet152`; see `list_models`), or `.arch` text.
+            A file of that name wins over the catalogue.
         backend: an installed backend name ("torch" by default).
         mode: "train" (default) or "eval" (BN folded into convs, fused ops; the module
             is returned in eval mode with requires_grad off: it is for inference).

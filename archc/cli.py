@@ -150,6 +150,8 @@ def main() -> None:
       archc build specs/resnet152.arch
       archc build specs/resnet34.arch --set shortcut=A --json
       archc build my_block.arch -o out/ --init
+      archc list
+      archc build cifar/resnet110
       archc backends
 
     \b
@@ -223,6 +225,8 @@ def build(
 ) -> None:
     """Parse, check and lower SPEC; print per-stage shapes, params and multiply-adds.
 
+    SPEC is a .arch file or a catalogue name (`archc list`); a file of that name wins.
+
     \b
     Examples:
       archc build specs/resnet50.arch --set stride_in_1x1=false
@@ -295,6 +299,7 @@ def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
 # `main` exists: the command modules import helpers such as _fail from this module).
 from archc.commands import backends, bench, detect, diff, export, graph, inspect, plot, train  # noqa: E402
 from archc.commands import eval as eval_command  # noqa: E402
+from archc.commands import list as list_command  # noqa: E402
 
 for _command in (
     train.train,
@@ -304,6 +309,7 @@ for _command in (
     bench.bench,
     graph.graph,
     backends.backends,
+    list_command.list_,
     export.export,
     inspect.inspect,
     diff.diff,

@@ -75,7 +75,9 @@ def read_spec(path: str | os.PathLike, shown: str, loc: Loc | None = None) -> st
         if loc is None:
             raise ArchcError(f"spec file not found: {shown}", hint="check the path") from None
         raise UseError(
-            f"cannot find '{shown}'", loc, hint="`use` paths are relative to the file that contains them"
+            f"cannot find '{shown}'",
+            loc,
+            hint="`use` paths are relative to the file that contains them, then to the installed catalogue",
         ) from None
     except OSError as exc:
         raise _refuse(shown, exc.strerror or type(exc).__name__, loc) from None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from archc.data.augment import Augment
-from archc.errors import TrainError
+from archc.errors import TrainError, did_you_mean
 
 MIN_EVAL_EVERY = 25  # iterations; the shortest test interval `scaled` makes (an explicit eval_every may be less)
 
@@ -181,12 +181,10 @@ def override(recipe: Recipe, values: dict[str, Any], origin: str = "--hp") -> Re
     changes = {}
     for key, value in values.items():
         if key not in names:
-            import difflib
-
-            close = difflib.get_close_matches(key, sorted(names), n=1)
+            close = did_you_mean(key, names)
             raise TrainError(
                 f"{origin}: unknown recipe field '{key}'",
-                hint=(f"did you mean '{close[0]}'? " if close else "") + f"fields: {', '.join(sorted(names))}",
+                hint=(f"{close} " if close else "") + f"fields: {', '.join(sorted(names))}",
             )
         changes[key] = _coerce(key, value, getattr(recipe, key), origin)
     return _check(dataclasses.replace(recipe, **changes), origin)
