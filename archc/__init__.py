@@ -11,7 +11,7 @@ from typing import Any
 from archc.errors import ArchcError
 
 __version__ = "0.1.0"
-__all__ = ["ArchcError", "__version__", "build", "compile", "load_weights"]
+__all__ = ["ArchcError", "__version__", "build", "compile", "list_models", "load_weights"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from archc import api
 
         return getattr(api, name)
+    if name == "list_models":
+        from archc.models import list_models
+
+        return list_models
     raise AttributeError(f"module 'archc' has no attribute {name!r}")

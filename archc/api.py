@@ -11,7 +11,7 @@ from typing import Any
 
 from archc.backend import get_backend
 from archc.errors import ArchcError, WeightsError
-from archc.frontend import MAX_NODES, elaborate, load
+from archc.frontend import MAX_NODES, catalog, elaborate, load
 from archc.frontend.loader import looks_like_path
 from archc.ir import Graph
 from archc.passes import PIPELINES, PassManager
@@ -42,7 +42,8 @@ class Build:
 
 
 def _origin(spec: str | os.PathLike) -> str:
-    return os.fspath(spec) if looks_like_path(spec) else "<spec>"
+    # a catalogue name stands for its file, so `resnet50` and `specs/resnet50.arch` lower alike
+    return catalog.resolve(spec) if looks_like_path(spec) else "<spec>"
 
 
 def build(
@@ -63,7 +64,8 @@ def build(
     """Parse, elaborate, run passes and (optionally) lower a spec, timing each phase.
 
     Args:
-        spec: a `.arch` path or `.arch` text.
+        spec: a `.arch` path, a catalogue name (`resnet50`, `cifar/resnet20`; see `list_models`),
+            or `.arch` text. A file of that name wins over the catalogue.
         backend: an installed backend name.
         mode: "train" (a trainable module with the spec's parameter names) or "eval"
             (BN folded, ops fused; for inference).
@@ -214,31 +216,18 @@ def load_weights(module: Any, weights: Any, graph: Graph | None = None) -> None:
         graph: the module's graph; BNs its passes folded are folded into the weights.
 
     Raises:
-        WeightsError: the file is missing or unreadable, or its keys or shapes do not match.
+        WeightsError: the file is missing or unreadable, its keys, shapes or value types do not match,
+            or it holds NaN, infinite values or negative variances.
     """
     state = read_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
     if not isinstance(state, Mapping):
         raise WeightsError(f"weights must be a state_dict or a checkpoint path, got {type(weights).__name__}")
-    if graph is not None:
-        from archc.weights import fold_state_dict
+    from archc.weights import check_weights, checkpoint_slots, fold_state_dict
 
+    # checked in the spec's key space before folding: eval mode names the same keys as train mode
+    check_weights(state, checkpoint_slots(module.state_dict(), graph))
+    if graph is not None:
         state = fold_state_dict(graph, state)
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        parts = [
-            f"{what} {len(keys)} key(s): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected))
-            if keys
-        ]
-        raise WeightsError("weights do not match the network: " + "; ".join(parts))
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(own[key].shape):
-            raise WeightsError(
-                f"weights do not match the network: '{key}' has shape {tuple(tensor.shape)}, "
-                f"the network needs {tuple(own[key].shape)}"
-            )
     module.load_state_dict(state, strict=True)
 
 
@@ -257,7 +246,8 @@ def compile(
     """Compile a spec into a trainable `torch.nn.Module`.
 
     Args:
-        spec: a `.arch` path or `.arch` text.
+        spec: a `.arch` path, a catalogue name (`resnet152`; see `list_models`), or `.arch` text.
+            A file of that name wins over the catalogue.
         backend: an installed backend name ("torch" by default).
         mode: "train" (default) or "eval" (BN folded into convs, fused ops; the module
             is returned in eval mode with requires_grad off: it is for inference).

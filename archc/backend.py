@@ -43,6 +43,18 @@ class Backend(Protocol):
         ...
 
 
+def source_text(text: str) -> str:
+    """`text` (a file name, a net name) made safe for a comment or a docstring of generated source.
+
+    Backslashes and double quotes get a backslash, and every character that is not printable
+    ASCII (newlines and other line breaks, control characters, the surrogates of an undecodable
+    file name, any non-ASCII letter) is written as its Python escape. The result is one line
+    of printable ASCII that can end neither a `#` comment nor a triple-quoted string, and a
+    docstring holding it reads back as `text`.
+    """
+    return "".join("\\" + c if c in '"\\' else c if c.isascii() and c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def available() -> dict[str, Any]:
     """Installed backends: name -> entry point (not yet loaded)."""
     return {ep.name: ep for ep in entry_points(group=GROUP)}

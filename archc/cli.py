@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 import click
 
 from archc.errors import ArchcError
+from archc.units import si
 
 EXIT_SPEC_ERROR = 2
 
@@ -52,6 +54,8 @@ def _summary(b: Any) -> dict[str, Any]:
         "input_shape": list(g.input.shape),
         "output_shape": list(g.output.shape),
         "stages": g.stages(),
+        "outputs": _outputs(g),
+        "cut": _cut(g),
         "net_params": g.meta.get("params", {}),
         "frozen": list(g.meta.get("frozen", [])),
         "trainable_params": (
@@ -60,6 +64,26 @@ def _summary(b: Any) -> dict[str, Any]:
         "passes": [{"name": r.name, "changes": r.changes, "ms": round(r.ms, 3)} for r in b.passes.records],
         "timings_ms": {k: round(v, 3) for k, v in b.timings_ms.items()},
     }
+
+
+def _cut(g: Any) -> dict[str, Any] | None:
+    """Where a detector's per-RoI head starts: the last trunk stage and the RoI size; None for other nets."""
+    cut = g.meta.get("cut")
+    if not cut:
+        return None
+    node = g.node(cut["node"])
+    return {"after": node.stage, "node": node.name, "size": list(cut["size"]), "channels": node.shape[0]}
+
+
+def _outputs(g: Any) -> list[dict[str, Any]]:
+    """Each output's name and shape; per_roi: it comes from a detector's per-RoI head (after the `cut`)."""
+    stages = [row["name"] for row in g.stages()]
+    cut = _cut(g)
+    head = set(stages[stages.index(cut["after"]) + 1 :]) if cut else set()
+    return [
+        {"name": name, "shape": list(g.node(node).shape), "per_roi": g.node(node).stage in head}
+        for name, node in zip(g.output_names or g.outputs, g.outputs, strict=True)
+    ]
 
 
 def make_console(stderr: bool = False) -> Any:
@@ -83,16 +107,31 @@ def _print_table(s: dict[str, Any]) -> None:
     table.add_column("params", justify="right")
     table.add_column("mult-adds", justify="right")
     table.add_row("input", _fmt_shape(s["input_shape"]), "", "")
+    cut = s.get("cut")
     for row in s["stages"]:
         table.add_row(row["name"], _fmt_shape(row["output_shape"]), f"{row['params']:,}", f"{row['macs']:,}")
+        if cut and row["name"] == cut["after"]:
+            # what follows runs once per RoI, on the cut's channels pooled to the RoI size
+            table.add_section()
+            roi = _fmt_shape([cut["channels"], *cut["size"]])
+            table.add_row("per RoI:", roi, "", "", style="italic")
     table.add_section()
     table.add_row(
-        "total",
-        _fmt_shape(s["output_shape"]),
-        f"{s['params']:,}",
-        f"{s['macs']:,} ({s['macs'] / 1e9:.2f}e9)",
+        "total" + (" (trunk + 1 RoI)" if cut else ""),
+        "" if cut else _fmt_shape(s["output_shape"]),
+        f"{s['params']:,} ({si(s['params'])})",
+        f"{s['macs']:,} ({si(s['macs'])})",
         style="bold",
     )
+    if cut:
+        outs = ", ".join(
+            f"{o['name']} {_fmt_shape(o['shape'])}{' per RoI' if o['per_roi'] else ''}" for o in s["outputs"]
+        )
+        table.caption = (
+            f"outputs: {outs}. Not in these totals: the RPN and the box classifier and regressor, which "
+            "archc.detect adds from the net's parameters."
+        )
+        table.caption_justify = "left"
     console.print(table)
     t = s["timings_ms"]
     phases = "  ".join(f"{k} {v:.1f} ms" for k, v in t.items())
@@ -111,12 +150,18 @@ def main() -> None:
       archc build specs/resnet152.arch
       archc build specs/resnet34.arch --set shortcut=A --json
       archc build my_block.arch -o out/ --init
+      archc list
+      archc build cifar/resnet110
       archc backends
 
     \b
     Shell completion (bash; zsh and fish in docs/cli.md):
       eval "$(_ARCHC_COMPLETE=bash_source archc)"
     """
+    # a file name that is not UTF-8 (surrogate escapes) prints escaped, not as a UnicodeEncodeError
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def complete_backend(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
@@ -180,6 +225,8 @@ def build(
 ) -> None:
     """Parse, check and lower SPEC; print per-stage shapes, params and multiply-adds.
 
+    SPEC is a .arch file or a catalogue name (`archc list`); a file of that name wins.
+
     \b
     Examples:
       archc build specs/resnet50.arch --set stride_in_1x1=false
@@ -228,25 +275,25 @@ def build(
 
 def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
     from archc.backend import get_backend
+    from archc.files import make_dir, save_safetensors, write_output
 
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     g = b.graph
     files = []
-    ir_path = out / f"{g.name}.ir.json"
-    ir_path.write_text(g.dump_json())
-    files.append(str(ir_path))
-    src_path = out / f"{g.name}.py"
     backend = get_backend(b.backend)
-    src_path.write_text(backend.source(g, origin=os.path.basename(b.origin)))
-    files.append(str(src_path))
+    texts = {
+        out / f"{g.name}.ir.json": g.dump_json(),
+        out / f"{g.name}.py": backend.source(g, origin=os.path.basename(b.origin)),
+    }
+    for path, text in texts.items():
+        write_output(path, lambda t, text=text: t.write_text(text, encoding="utf-8"))
+        files.append(str(path))
     # a backend may write files its source needs (the onnxruntime backend's NAME.onnx)
     files.extend(str(p) for p in getattr(backend, "artifacts", lambda *_: [])(b.module, g, out))
     if write_init:
-        from safetensors.torch import save_file
-
         w_path = out / f"{g.name}.safetensors"
         state = {k: v.contiguous() for k, v in b.module.state_dict().items()}
-        save_file(state, str(w_path), metadata={"archc_net": g.name, "seed": str(seed)})
+        save_safetensors(w_path, state, {"archc_net": g.name, "seed": str(seed)}, what="weights")
         files.append(str(w_path))
     return files
 
@@ -255,6 +302,7 @@ def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
 # `main` exists: the command modules import helpers such as _fail from this module).
 from archc.commands import backends, bench, detect, diff, export, graph, inspect, plot, train  # noqa: E402
 from archc.commands import eval as eval_command  # noqa: E402
+from archc.commands import list as list_command  # noqa: E402
 
 for _command in (
     train.train,
@@ -264,6 +312,7 @@ for _command in (
     bench.bench,
     graph.graph,
     backends.backends,
+    list_command.list_,
     export.export,
     inspect.inspect,
     diff.diff,

@@ -137,11 +137,60 @@ class TrainError(ArchcError):
     """A training or evaluation setting that cannot work (recipe, schedule, processes)."""
 
 
+def _edits(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) that turn `a` into `b`."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate genuinely close to `name`, or None.
+
+    Close means, ignoring case: at most one edit per three characters of `name` (at least one),
+    and difflib's similarity ratio at least 0.6, so a one-letter slip in a short word counts but
+    `concat` is not taken for `conv` (three edits in six characters). Ties go to the candidate
+    with the higher ratio, then to the first in sorted order, so the answer is deterministic.
+
+    Args:
+        name: what the user wrote.
+        candidates: the names that exist.
+
+    Returns:
+        The closest candidate, or None when none is close.
+    """
+    key = name.lower()
+    budget = max(1, len(key) // 3)
+    best: tuple[int, float, str] | None = None
+    for cand in sorted(set(candidates)):
+        low = cand.lower()
+        if abs(len(low) - len(key)) > budget:
+            continue  # cheap: at least that many inserts or deletes
+        edits = _edits(key, low)
+        ratio = difflib.SequenceMatcher(None, key, low).ratio()
+        if edits > budget or ratio < 0.6:
+            continue
+        if best is None or (edits, -ratio) < (best[0], -best[1]):
+            best = (edits, ratio, cand)
+    return None if best is None else best[2]
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
-    """Return "did you mean 'x'?" for the closest candidate, or None."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    """Return "did you mean 'x'?" for the candidate genuinely close to `name` (see `closest`), or None."""
+    close = closest(name, candidates)
+    return f"did you mean '{close}'?" if close else None
 
 
 class RecursiveBlockError(ArchcError):
     """A block that calls itself, directly or through other blocks."""
+
+
+class OutputError(ArchcError):
+    """A file or directory that cannot be written (no permission, not a directory, disk full)."""

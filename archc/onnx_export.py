@@ -138,7 +138,7 @@ def export_onnx(module: Any, graph: Any, x: Any, out: Path, opset: int | None, e
                     dynamic_axes=axes,
                     opset_version=opset or LEGACY_OPSET,
                 )
-    except ArchcError:
+    except (ArchcError, OSError):  # an OSError is the output's (write_output names the file)
         raise
     except Exception as exc:  # an exporter failure is reported, not dumped as a traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -169,6 +169,10 @@ def render(results: dict[tuple[str, str], dict[str, Any]] | None, info: dict[str
             elif c.get("output_close") is False:
                 diff = c["max_abs_diff"]
                 lines.append(f"- {spec} {mode}, {c['name']}: output differs from the reference by {diff:.2e}")
+            if "dispatch" in c:  # must read 0 fallbacks, or the row measured torch instead of the kernels
+                d = c["dispatch"]
+                calls = f"{d.get('kernel', 0)} kernel calls, {c['fallbacks']} torch fallbacks {d}"
+                lines.append(f"- {spec} {mode}, {c['name']}: {calls}")
     return "\n".join(lines) + "\n"
 
 

@@ -54,3 +54,10 @@ def replace_section(begin: str, end: str, text: str, heading: str, path: Path = 
     else:
         doc = f"{doc.rstrip()}\n\n{heading}\n\n{block}\n"
     path.write_text(doc, encoding="utf-8")
+
+
+def publish(text: str, write: bool, begin: str, end: str, heading: str) -> None:
+    """Print a benchmark's section and, when `write`, put it between its markers in BENCHMARKS.md."""
+    print(text)
+    if write:
+        replace_section(begin, end, text, heading)

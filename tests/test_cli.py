@@ -151,3 +151,34 @@ def test_set_changes_the_graph() -> None:
     code, out, _ = run("build", "specs/cifar/resnet20.arch", "--set", "input_size=3x64x64", "--json")
     stages = {s["name"]: s for s in json.loads(out)["stages"]}
     assert stages["layer1"]["output_shape"] == [16, 64, 64]
+
+
+def test_totals_carry_si_units(capsys: pytest.CaptureFixture[str]) -> None:
+    from archc.cli import _print_table, _summary
+
+    _print_table(_summary(archc.build("specs/cifar/resnet20.arch", lower=False)))
+    out = capsys.readouterr().out
+    assert "269,722 (270 k)" in out and "40,551,040 (40.6 M)" in out and "e9)" not in out
+
+
+def test_detector_table_marks_the_per_roi_head_and_what_it_leaves_out(capsys: pytest.CaptureFixture[str]) -> None:
+    from archc.cli import _print_table, _summary
+
+    s = _summary(archc.build("specs/detection/faster_rcnn_small_c4.arch", lower=False))
+    assert s["cut"]["after"] == "layer3" and s["cut"]["size"] == [8, 8]
+    assert [(o["name"], o["shape"], o["per_roi"]) for o in s["outputs"]] == [
+        ("res4", [64, 8, 8], False),
+        ("head", [128], True),
+    ]
+    _print_table(s)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    at = {n: next(i for i, line in enumerate(lines) if line.startswith(f"│ {n}")) for n in ("layer3", "layer4")}
+    per_roi = next(i for i, line in enumerate(lines) if "per RoI:" in line)
+    assert at["layer3"] < per_roi < at["layer4"]  # the head's rows come after a "per RoI" row
+    total = next(line for line in lines if "total" in line)
+    # the total no longer names the trunk's 64x8x8 under the head's last row of 128
+    assert "trunk + 1 RoI" in total and "64x8x8" not in total and "128" not in total.split("│")[2]
+    caption = " ".join(out.split())
+    assert "res4 64x8x8, head 128 per RoI" in caption
+    assert "Not in these totals: the RPN and the box classifier and regressor" in caption

@@ -226,3 +226,27 @@ def test_docs_example_is_the_real_output() -> None:
     (spec,) = re.findall(r"^```arch\n(.*?)^```$", text, re.DOTALL | re.MULTILINE)
     (dot,) = re.findall(r"^```dot\n(.*?)^```$", text, re.DOTALL | re.MULTILINE)
     assert to_dot(build(spec, lower=False).graph, "block") == dot
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # the IHDR chunk
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz 'dot' is not installed (apt-get install graphviz)")
+def test_png_resolution(tmp_path: Path) -> None:
+    sizes = {}
+    for dpi in ("48", "96", None):
+        png = tmp_path / f"net{dpi}.png"
+        code, out, err = run(
+            "graph", R18, "-o", str(png), "--depth", "stage", "--json", *(["--dpi", dpi] if dpi else [])
+        )
+        assert code == 0, err
+        assert json.loads(out)["dpi"] == (int(dpi) if dpi else 150)
+        sizes[dpi] = _png_size(png)
+    # twice the dpi, twice the pixels (give or take graphviz's rounding); the default is 150
+    assert abs(sizes["96"][0] - 2 * sizes["48"][0]) <= 4 and abs(sizes["96"][1] - 2 * sizes["48"][1]) <= 4
+    assert abs(sizes[None][0] - sizes["96"][0] * 150 / 96) <= 6
+    code, _, err = run("graph", R18, "-o", str(tmp_path / "net.svg"), "--dpi", "200")
+    assert code == 2 and "--dpi sets a PNG's resolution" in err

@@ -88,7 +88,7 @@ class BenchConfig:
         device: "cuda" or "cpu"; None: cuda when available.
         compile_mode: torch.compile mode; None: "max-autotune" for eval, the default for train.
         seed: for the weights and the synthetic batch.
-        threads: torch's intra-op CPU threads during the run; None leaves torch's setting.
+        threads: torch's intra-op CPU threads during the run; None: archc.threads.default_threads(load_aware=False).
     """
 
     spec: str | os.PathLike
@@ -371,6 +371,7 @@ class _Bench:
 
     def archc(self, row: dict[str, Any], backend: str) -> None:
         from archc.api import build, load_weights
+        from archc.bench.dispatch import KERNEL, dispatch_counts, fallbacks
 
         torch = self.torch
         base = self._memory_base()
@@ -385,6 +386,11 @@ class _Bench:
         row["build_ms"] = {k: round(v, 3) for k, v in b.timings_ms.items()}
         model = self._prepare(b, load_weights)
         self._time(self._step(model, model.parameters()), row, base)
+        counts = dispatch_counts(model)  # kernel calls and torch fallbacks, where the backend counts them
+        if counts:
+            row["dispatch"], row["fallbacks"] = counts, fallbacks(counts)
+            kernels, falls = counts.get(KERNEL, 0), row["fallbacks"]
+            self.log(f"{row['name']}: {kernels} kernel calls, {falls} torch fallbacks {counts}")
         row["build_first_run_s"] = row["build_s"] + row["first_run_s"]
         if self.cfg.mode == "train":  # the timed steps changed the weights: check a fresh module
             del model
@@ -501,12 +507,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict[str,
     Raises:
         ArchcError: a bad spec or option, or a spec without a hand-written counterpart.
     """
-    import torch
+    from archc.threads import torch_threads
 
-    threads = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads, load_aware=False):  # a benchmark measures the machine, load recorded
         return _Bench(cfg, log or (lambda _line: None)).run()
-    finally:
-        torch.set_num_threads(threads)

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from archc.commands.options import threads_option
 from archc.errors import ArchcError
 
 EXIT_CANDIDATE_FAILED = 1
@@ -154,7 +155,7 @@ def _complete_backends(ctx: click.Context, param: click.Parameter, incomplete: s
 )
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the weights and the batch.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch's CPU threads (default: torch's).")
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 def bench(
     spec: Path,

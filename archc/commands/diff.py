@@ -1,9 +1,10 @@
 """`archc diff`: what changes between two specs, or one spec under two sets of overrides.
 
 Per stage (Graph.stages()): output shape, params and multiply-adds of both sides with
-the deltas; the layers (by node name) only one side has; the changed op, attributes and
-output shape of layers both have; and the totals. Layers are compared as the spec wrote
-them (no passes) unless --mode picks a pass pipeline.
+the deltas; the layers only one side has; the changed op, attributes and output shape of
+layers both have; and the totals. Stages and layers pair by their place in the net (see
+compare()). Layers are compared as the spec wrote them (no passes) unless --mode picks a
+pass pipeline.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import click
 
 from archc.errors import ArchcError
+from archc.units import si
 
 LIST_LIMIT = 40  # layers shown per list in the text output (--json lists all)
 
@@ -33,25 +36,52 @@ def _value(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-def _merge(a: list[str], b: list[str]) -> list[str]:
-    """Both name sequences merged, keeping each side's order (stages only one side has in place)."""
-    out: list[str] = []
+def _key(name: str, op: str) -> str:
+    """What a layer is matched on: its dotted name, with a generated leaf (`relu`, `relu_1`) as just its op.
+
+    The frontend numbers unlabelled statements per scope in order (`relu`, `relu_1`, ...), so the same
+    name can be the stem's ReLU in one net and the last one in the other; their ops and places match.
+    """
+    scope, _, leaf = name.rpartition(".")
+    if re.fullmatch(rf"{re.escape(op)}(_\d+)?", leaf):
+        leaf = f"<{op}>"
+    return f"{scope}.{leaf}" if scope else leaf
+
+
+def _pair(a: list[str], b: list[str]) -> list[tuple[int | None, int | None]]:
+    """Both key sequences aligned in order: (i, j) for a pair, (i, None) / (None, j) for one side only."""
+    out: list[tuple[int | None, int | None]] = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if tag == "equal":
-            out += a[i1:i2]
+            out += list(zip(range(i1, i2), range(j1, j2), strict=True))
         else:
-            out += a[i1:i2] + [n for n in b[j1:j2] if n not in a]
-    return list(dict.fromkeys(out))
+            out += [(i, None) for i in range(i1, i2)] + [(None, j) for j in range(j1, j2)]
+    return out
+
+
+def _stage_ops(g: Any) -> dict[str, str]:
+    """Each stage's op when it is one layer (`relu`), for matching generated stage names."""
+    ops: dict[str, list[str]] = {}
+    for n in g.nodes():
+        ops.setdefault(n.stage, []).append(n.op)
+    return {k: v[0] if len(v) == 1 else "" for k, v in ops.items()}
 
 
 def compare(ga: Any, gb: Any) -> dict[str, Any]:
-    """The differences between two graphs, as a JSON-ready dict."""
-    sa = {s["name"]: s for s in ga.stages()}
-    sb = {s["name"]: s for s in gb.stages()}
+    """The differences between two graphs, as a JSON-ready dict.
+
+    Stages and layers are paired by their place in the net: both sequences are aligned on their names
+    (a generated name like `relu_1` counts as its op), so rows of the same layer line up even where
+    the nets number their unnamed layers differently. A pair whose names differ has "name_a".
+    """
+    la, lb = ga.stages(), gb.stages()
+    oa, ob = _stage_ops(ga), _stage_ops(gb)
     stages = []
-    for name in _merge(list(sa), list(sb)):
-        a, b = sa.get(name), sb.get(name)
-        row: dict[str, Any] = {"name": name, "a": None, "b": None}
+    for i, j in _pair([_key(s["name"], oa[s["name"]]) for s in la], [_key(s["name"], ob[s["name"]]) for s in lb]):
+        a, b = (None if i is None else la[i]), (None if j is None else lb[j])
+        row: dict[str, Any] = {"name": (b or a)["name"], "a": None, "b": None}
+        if a is not None and b is not None and a["name"] != b["name"]:
+            row["name_a"] = a["name"]
         for side, s in (("a", a), ("b", b)):
             if s is not None:
                 row[side] = {"output_shape": s["output_shape"], "params": s["params"], "macs": s["macs"]}
@@ -59,19 +89,20 @@ def compare(ga: Any, gb: Any) -> dict[str, Any]:
         row["delta_macs"] = (b["macs"] if b else 0) - (a["macs"] if a else 0)
         row["changed"] = a is None or b is None or row["a"] != row["b"]
         stages.append(row)
-    na = {n.name: n for n in ga.nodes()}
-    nb = {n.name: n for n in gb.nodes()}
+    na, nb = ga.nodes(), gb.nodes()
+    pairs = _pair([_key(n.name, n.op) for n in na], [_key(n.name, n.op) for n in nb])
+    to_b = {na[i].name: nb[j].name for i, j in pairs if i is not None and j is not None}
 
     def layer(n: Any) -> dict[str, Any]:
         return {"name": n.name, "op": n.op, "shape": list(n.shape), "params": n.params, "loc": n.loc}
 
-    only_a = [layer(n) for name, n in na.items() if name not in nb]
-    only_b = [layer(n) for name, n in nb.items() if name not in na]
+    only_a = [layer(na[i]) for i, j in pairs if j is None]
+    only_b = [layer(nb[j]) for i, j in pairs if i is None]
     changed = []
-    for name, a in na.items():
-        b = nb.get(name)
-        if b is None:
+    for i, j in pairs:
+        if i is None or j is None:
             continue
+        a, b = na[i], nb[j]
         diffs: dict[str, list[Any]] = {}
         if a.op != b.op:
             diffs["op"] = [a.op, b.op]
@@ -79,14 +110,16 @@ def compare(ga: Any, gb: Any) -> dict[str, Any]:
             va, vb = _value(a.attrs.get(key)), _value(b.attrs.get(key))
             if va != vb:
                 diffs[key] = [va, vb]
-        if a.inputs != b.inputs:
+        # inputs count as the same when they are paired layers, whatever each net calls them
+        if [to_b.get(x, x) for x in a.inputs] != list(b.inputs):
             diffs["inputs"] = [list(a.inputs), list(b.inputs)]
         if a.shape != b.shape:
             diffs["shape"] = [list(a.shape), list(b.shape)]
         if a.params != b.params:
             diffs["params"] = [a.params, b.params]
         if diffs:
-            changed.append({"name": name, "op": b.op, "loc": b.loc, "changes": diffs})
+            entry = {"name": b.name, "op": b.op, "loc": b.loc, "changes": diffs}
+            changed.append(entry if a.name == b.name else {"name_a": a.name, **entry})
 
     def totals(g: Any) -> dict[str, Any]:
         return {
@@ -120,12 +153,12 @@ def _signed(n: int) -> str:
     return "0" if n == 0 else f"{n:+,}"
 
 
-def _delta(delta: int, base: int, unit: float, suffix: str) -> str:
-    """`+173,824 (+0.17M, +0.80%)`; `0` for no change."""
+def _delta(delta: int, base: int) -> str:
+    """`+173,824 (+174 k, +0.80%)`; `0` for no change."""
     if not delta:
         return "0"
     pct = f", {delta / base:+.2%}" if base else ""
-    return f"{delta:+,} ({delta / unit:+.2f}{suffix}{pct})"
+    return f"{delta:+,} ({si(delta, signed=True)}{pct})"
 
 
 def _val(v: Any) -> str:
@@ -143,7 +176,7 @@ def _print(d: dict[str, Any], label_a: str, label_b: str) -> None:
         a, b = s["a"] or {}, s["b"] or {}
         rows.append(
             [
-                ("* " if s["changed"] else "  ") + s["name"],
+                ("* " if s["changed"] else "  ") + (f"{s['name_a']} -> " if "name_a" in s else "") + s["name"],
                 _shape(a.get("output_shape")),
                 _shape(b.get("output_shape")),
                 f"{a['params']:,}" if a else "-",
@@ -175,8 +208,8 @@ def _print(d: dict[str, Any], label_a: str, label_b: str) -> None:
         cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
         click.echo("  ".join(cells).rstrip())
     click.echo(
-        f"params {_delta(t['delta_params'], t['a']['params'], 1e6, 'M')}, "
-        f"MACs {_delta(t['delta_macs'], t['a']['macs'], 1e9, 'G')}; "
+        f"params {_delta(t['delta_params'], t['a']['params'])}, "
+        f"MACs {_delta(t['delta_macs'], t['a']['macs'])}; "
         f"layers {t['a']['layers']} -> {t['b']['layers']}"
     )
     for key, title in (("only_in_a", "only in A"), ("only_in_b", "only in B")):
@@ -199,7 +232,8 @@ def _print(d: dict[str, Any], label_a: str, label_b: str) -> None:
                     parts.append(f"inputs ({', '.join(a)}) -> ({', '.join(b)})")
                 else:
                     parts.append(f"{k} {_val(a)} -> {_val(b)}")
-            click.echo(f"  {c['name']} ({c['op']}): {', '.join(parts)}")
+            name = f"{c['name_a']} -> {c['name']}" if "name_a" in c else c["name"]
+            click.echo(f"  {name} ({c['op']}): {', '.join(parts)}")
         if len(changed) > LIST_LIMIT:
             click.echo(f"  ... and {len(changed) - LIST_LIMIT} more (--json lists all)")
     if not (d["only_in_a"] or d["only_in_b"] or changed or any(s["changed"] for s in d["stages"])):

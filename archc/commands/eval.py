@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from archc.commands.options import threads_option
 from archc.errors import ArchcError
 
 
@@ -36,6 +37,7 @@ from archc.errors import ArchcError
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None, help="Mixed precision.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Only for data sets generated from a seed.")
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_(
     spec: Path,
@@ -50,6 +52,7 @@ def eval_(
     device: str | None,
     amp: str | None,
     seed: int,
+    threads: int | None,
     as_json: bool,
 ) -> None:
     """Evaluate SPEC with --weights on a test set: top-1/top-5 error, or COCO AP for detector specs.
@@ -67,15 +70,17 @@ def eval_(
         opts = dict(locals())
         opts["overrides"] = _parse_sets(sets)
         from archc.commands.train import spec_graph
+        from archc.threads import torch_threads
 
         table = None
         opts["graph"] = spec_graph(spec, opts["overrides"])
-        if "cut" in opts["graph"].meta:
-            from archc.detect.task import evaluate_detector
+        with torch_threads(threads):
+            if "cut" in opts["graph"].meta:
+                from archc.detect.task import evaluate_detector
 
-            metrics, table = evaluate_detector(spec, weights, data, opts["overrides"], backend, device, seed)
-        else:
-            metrics = _eval_classifier(opts)
+                metrics, table = evaluate_detector(spec, weights, data, opts["overrides"], backend, device, seed)
+            else:
+                metrics = _eval_classifier(opts)
     except ArchcError as err:
         _fail(err)
         return

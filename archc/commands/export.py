@@ -92,7 +92,8 @@ def export_torchscript(module: Any, x: Any, out: Path) -> str:
             except Exception as exc2:
                 raise ExportError(f"TorchScript export failed: script: {first}; trace: {exc2}") from exc2
             how = "torch.jit.trace (script failed)"
-        scripted.save(str(out))
+        with open(out, "wb") as f:  # a Python file object: a write error is an OSError, not a RuntimeError
+            torch.jit.save(scripted, f)
     return how
 
 
@@ -107,7 +108,7 @@ def check_torchscript(path: Path, module: Any, x: Any) -> str:
 
 def python_source(b: Any, out: Path, weights_file: Path | None) -> tuple[str, str]:
     """The torch backend's standalone source with a docstring on how to use it; (source, class name)."""
-    from archc.backend import get_backend
+    from archc.backend import get_backend, source_text
 
     g = b.graph
     src = get_backend(b.backend).source(g, origin=os.path.basename(b.origin))
@@ -116,28 +117,34 @@ def python_source(b: Any, out: Path, weights_file: Path | None) -> tuple[str, st
         raise ExportError(f"the {b.backend} backend's source defines no nn.Module class")
     cls = classes[-1]  # the net's class comes last, after Scope and any helpers
     mod = out.stem
-    if mod.isidentifier():
+    # every name below lands in the docstring: source_text keeps it from ending it
+    if mod.isascii() and mod.isidentifier():
         imp = f"from {mod} import {cls}  # this file"
     else:
-        imp = f"import runpy\n    {cls} = runpy.run_path({out.name!r})[{cls!r}]  # this file"
+        imp = f"import runpy\n    {cls} = runpy.run_path({source_text(repr(out.name))})[{cls!r}]  # this file"
     shape = "x".join(map(str, g.input.shape))
+    origin = source_text(os.path.basename(b.origin))
     lines = [
-        f'"""{g.name} as plain PyTorch, written by `archc export` from {os.path.basename(b.origin)} (mode {b.mode}).',
+        f'"""{source_text(g.name)} as plain PyTorch, written by `archc export` from {origin} (mode {b.mode}).',
         "",
-        f"Needs only torch. {cls}() takes no arguments; its forward takes an Nx{shape} float tensor.",
+        f"This file imports only torch. {cls}() takes no arguments; its forward takes an Nx{shape} float tensor.",
         "",
     ]
     if weights_file is not None:
+        wname = weights_file.name
+        # a plain name as before; any other as an escaped repr, so the docstring's example still runs
+        wname = f'"{wname}"' if source_text(wname) == wname else source_text(repr(wname))
         folded = " (BN folded into the convs)" if any(n.attrs.get("folded_bn") for n in g.nodes()) else ""
         lines += [
-            f"The weights are in {weights_file.name}{folded}, beside this file:",
+            f"The weights are in {source_text(weights_file.name)}{folded}, beside this file; reading them also",
+            "needs the safetensors package (pip install safetensors):",
             "",
             "    import torch",
             "    from safetensors.torch import load_file",
             f"    {imp}",
             "",
             f"    model = {cls}()",
-            f'    model.load_state_dict(load_file("{weights_file.name}"))',
+            f"    model.load_state_dict(load_file({wname}))",
             "    model.eval()",
             f"    y = model(torch.randn(1, {', '.join(map(str, g.input.shape))}))",
         ]
@@ -285,6 +292,7 @@ def _export(
     import torch
 
     from archc.api import build, load_weights
+    from archc.files import make_dir, save_safetensors, write_output
 
     if opset is not None and fmt != "onnx":
         raise ArchcError(f"--opset applies to ONNX export, not {fmt}")
@@ -298,29 +306,38 @@ def _export(
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *g.input.shape, generator=gen)
     x_check = torch.randn(batch + 1, *g.input.shape, generator=gen)  # another batch size: dynamic batch
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(out.parent)
     lines: list[str] = []
     verdict = "not checked (--no-check)"
+    how = ""
     if fmt == "onnx":
-        how = export_onnx(portable_module(b), g, x, out, opset, exporter)
+
+        def write_onnx(target: Path) -> None:
+            nonlocal how
+            how = export_onnx(portable_module(b), g, x, target, opset, exporter)
+
+        write_output(out, write_onnx, "ONNX file")
         lines.append(f"wrote {out} (ONNX, {how}; input 'input' batchx{'x'.join(map(str, g.input.shape))})")
         if check:
             verdict = check_onnx(out, module, x_check)
     elif fmt == "torchscript":
-        how = export_torchscript(portable_module(b), x, out)
+
+        def write_script(target: Path) -> None:
+            nonlocal how
+            how = export_torchscript(portable_module(b), x, target)
+
+        write_output(out, write_script, "TorchScript file")
         lines.append(f"wrote {out} (TorchScript via {how})")
         if check:
             verdict = check_torchscript(out, module, x_check)
     else:
         w_path = out.with_suffix(".safetensors") if weights is not None else None
         src, cls = python_source(b, out, w_path)
-        out.write_text(src, encoding="utf-8")
+        write_output(out, lambda t: t.write_text(src, encoding="utf-8"), "Python file")
         lines.append(f"wrote {out} (class {cls}; imports only torch)")
         if w_path is not None:
-            from safetensors.torch import save_file
-
             state = {k: v.contiguous() for k, v in module.state_dict().items()}
-            save_file(state, str(w_path), metadata={"archc_net": g.name, "mode": mode, "format": "pt"})
+            save_safetensors(w_path, state, {"archc_net": g.name, "mode": mode, "format": "pt"})
             lines.append(f"wrote {w_path} ({len(state)} tensors)")
         if check:
             verdict = check_python(src, cls, module, x_check)

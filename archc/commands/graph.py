@@ -12,6 +12,8 @@ import click
 from archc.errors import ArchcError
 
 FORMATS = (".dot", ".gv", ".svg", ".png")
+# graphviz draws PNGs at 96 dpi: a layer-depth ResNet-18 is then 448 px wide with small labels
+PNG_DPI = 150
 
 
 def _check_output(out: Path) -> str:
@@ -35,16 +37,23 @@ def _check_output(out: Path) -> str:
     return "dot" if suffix == ".gv" else suffix[1:]
 
 
-def _write(text: str, out: Path, fmt: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+def _write(text: str, out: Path, fmt: str, dpi: int | None = None) -> None:
+    from archc.files import write_output
+
     if fmt == "dot":
-        out.write_text(text, encoding="utf-8")
+        write_output(out, lambda t: t.write_text(text, encoding="utf-8"), "graph")
         return
     dot = shutil.which("dot") or "dot"
-    proc = subprocess.run([dot, f"-T{fmt}", "-o", str(out)], input=text.encode(), capture_output=True, check=False)
-    if proc.returncode != 0:
-        msg = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
-        raise ArchcError(f"graphviz 'dot' failed to write {out}: {msg}", hint="write DOT text with -o NAME.dot")
+
+    def render(target: Path) -> None:
+        args = [dot, f"-T{fmt}"] + ([f"-Gdpi={dpi}"] if dpi else [])
+        proc = subprocess.run(args, input=text.encode(), capture_output=True, check=False)
+        if proc.returncode != 0:
+            msg = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+            raise ArchcError(f"graphviz 'dot' failed to write {out}: {msg}", hint="write DOT text with -o NAME.dot")
+        target.write_bytes(proc.stdout)
+
+    write_output(out, render, "graph")
 
 
 @click.command(short_help="Draw SPEC as DOT, SVG or PNG, labelled like the paper's Fig. 3.")
@@ -72,6 +81,12 @@ def _write(text: str, out: Path, fmt: str) -> None:
 )
 @click.option("--passes", default=None, help="Comma-separated pass pipeline (default: the mode's; '' for none).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
+@click.option(
+    "--dpi",
+    type=click.IntRange(min=10, max=1200),
+    default=None,
+    help=f"Resolution of a PNG (pixels per inch). [default: {PNG_DPI}]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
 def graph(
     spec: Path,
@@ -80,6 +95,7 @@ def graph(
     mode: str,
     passes: str | None,
     sets: tuple[str, ...],
+    dpi: int | None,
     as_json: bool,
 ) -> None:
     """Draw SPEC's graph, labelled like the paper's Fig. 3 ("3x3 conv, 128, /2").
@@ -91,6 +107,7 @@ def graph(
     Examples:
       archc graph specs/resnet18.arch -o resnet18.svg
       archc graph specs/resnet50.arch -o resnet50.png --depth block --mode eval
+      archc graph specs/resnet18.arch -o resnet18.png --dpi 300
       archc graph specs/resnet152.arch -o resnet152.dot --depth stage
     """
     from archc.api import build
@@ -100,10 +117,14 @@ def graph(
 
     try:
         fmt = _check_output(out)
+        if dpi is not None and fmt != "png":
+            raise ArchcError(f"--dpi sets a PNG's resolution; '{out}' is {fmt}", hint="drop --dpi, or write NAME.png")
         pipeline = _parse_passes(passes)
         b = build(spec, mode=mode, overrides=_parse_sets(sets), passes=pipeline, lower=False)
         v = make_view(b.graph, depth)
-        _write(render(v), out, fmt)
+        if fmt == "png":
+            dpi = dpi or PNG_DPI
+        _write(render(v), out, fmt, dpi)
     except ArchcError as err:
         _fail(err)
         return
@@ -117,6 +138,7 @@ def graph(
         "ir_nodes": len(b.graph),
         "format": fmt,
         "output": str(out),
+        "dpi": dpi,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=1))

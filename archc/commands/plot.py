@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ def series(run: Path, metric: str) -> dict[str, Any]:
 
     Returns:
         {"run": dir name, "metric": metric, "percent": bool, "train"/"test": {"iter": [...], "value": [...],
-        "style": {...}}}; values as recorded (fractions for errors), records without the metric skipped.
+        "style": {...}}}; values as recorded (fractions for errors and APs, drawn in percent when "percent"),
+        records without the metric skipped.
 
     Raises:
         CheckpointError: RUN is not a directory, has no metrics.jsonl, or no record carries `metric`.
@@ -42,8 +44,11 @@ def series(run: Path, metric: str) -> dict[str, Any]:
             f"no metrics log in {run} (metrics.jsonl)",
             hint="give a run directory written by archc train (runs/NAME-NNNN)",
         )
+    from archc.train.progress import is_percent
+
     recs = read_metrics(log)
-    out: dict[str, Any] = {"run": run.name, "metric": metric, "percent": metric.endswith("error")}
+    # errors and COCO APs are fractions, drawn in percent as archc train and archc eval print them
+    out: dict[str, Any] = {"run": run.name, "metric": metric, "percent": is_percent(metric)}
     for split in ("train", "test"):
         pts = [
             (r["iter"], float(r[metric]))
@@ -63,6 +68,35 @@ def series(run: Path, metric: str) -> dict[str, Any]:
 def _number(v: Any) -> bool:
     """Whether `v` can be a point on a curve (bools and NaN/inf are not)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def run_labels(runs: list[Path]) -> list[str]:
+    """Legend names for run directories: the shortest path suffix that tells each apart from the others.
+
+    `a/resnet20-0001` and `b/resnet20-0001` become "a/resnet20-0001" and "b/resnet20-0001"; runs with
+    different directory names keep just the name. The same directory given twice keeps one label.
+    """
+    parts = [Path(os.path.abspath(r)).parts for r in runs]
+    depth = [1] * len(runs)
+    while True:
+        labels = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        grew = False
+        for i, label in enumerate(labels):
+            clash = any(labels[j] == label and parts[j] != parts[i] for j in range(len(runs)))
+            if clash and depth[i] < len(parts[i]):
+                depth[i] += 1
+                grew = True
+        if not grew:
+            return labels
+
+
+def _default_title(curves: list[dict[str, Any]]) -> str:
+    """Which line style is which, for the splits that are drawn."""
+    train = any(c["train"]["iter"] for c in curves)
+    test = any(c["test"]["iter"] for c in curves)
+    if train and test:
+        return "dashed: training, bold: test"
+    return "training" if train else "test"
 
 
 def draw(
@@ -105,12 +139,14 @@ def draw(
             ax.set_yscale("log")
         if ylim:
             ax.set_ylim(*ylim)
-        ax.set_title(title or "dashed: training, bold: test")
+        ax.set_title(title or _default_title(curves))
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, metadata=NO_DATE[out.suffix.lower()] or None)
+        from archc.files import write_output
+
+        fmt, meta = out.suffix.lower()[1:], NO_DATE[out.suffix.lower()] or None
+        write_output(out, lambda t: fig.savefig(t, format=fmt, metadata=meta), "figure")
 
 
 @click.command()
@@ -132,7 +168,8 @@ def plot(
 ) -> None:
     """Plot training (dashed) and test (bold) curves of RUNS against iterations, like the paper's Fig. 4/6.
 
-    One colour per run, the legend names the run directories; error metrics are drawn in percent.
+    One colour per run, the legend names the run directories (with as much of their paths as tells them
+    apart); errors and APs are drawn in percent.
 
     \b
     Examples:
@@ -152,7 +189,8 @@ def plot(
         if ylim is not None and logy and min(ylim) <= 0:
             raise ArchcError(f"--ylim {ylim[0]:g} {ylim[1]:g} with --logy", hint="a log axis needs LOW > 0")
         curves = [series(r, metric) for r in runs]
-        for i, c in enumerate(curves):
+        for i, (c, label) in enumerate(zip(curves, run_labels(list(runs)), strict=True)):
+            c["run"], c["path"] = label, str(runs[i])
             c["color"] = f"C{i % 10}"  # matplotlib's default cycle, named so --json says which line is which
         if out is not None:
             draw(curves, out, title, logy, ylim)

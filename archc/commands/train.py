@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from archc.errors import ArchcError, TrainError
+from archc.commands.options import threads_option
+from archc.errors import ArchcError
 
 # The embedded digits are small (1,438 training images): this many iterations of the CIFAR recipe (~70
 # epochs) reach >= 95% test accuracy on a 2-core CPU in a few minutes; the schedule keeps its shape.
@@ -95,6 +96,7 @@ def spec_graph(spec: Path, overrides: dict[str, str]) -> Any:
     "format) initialises the backbone.",
 )
 @click.option("--progress/--no-progress", default=True, help="Progress bar (a line per record when not a TTY).")
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the final result as JSON.")
 def train(
     spec: Path,
@@ -118,6 +120,7 @@ def train(
     checkpoint_every: int | None,
     init: str | None,
     progress: bool,
+    threads: int | None,
     as_json: bool,
 ) -> None:
     """Train SPEC with the paper's recipe; metrics and checkpoints go to RUNS/NAME-NNNN/.
@@ -139,12 +142,15 @@ def train(
       archc train specs/detection/faster_rcnn_r50_c4.arch --data coco:imgs,ann.json --init r50.safetensors
     """
     from archc.cli import _fail, _parse_sets
+    from archc.threads import torch_threads
 
     opts = dict(locals())
     try:
         opts["hps"] = _parse_kv(hps, "--hp")
         opts["overrides"] = _parse_sets(sets)
-        result = _train(opts)
+        # --deterministic: the same thread count whatever the load, so reruns sum floats in the same order
+        with torch_threads(threads, load_aware=not deterministic):
+            result = _train(opts)
     except ArchcError as err:
         _fail(err)
         return
@@ -164,7 +170,7 @@ def _parse_kv(items: tuple[str, ...], flag: str) -> dict[str, str]:
 
 def _train(o: dict[str, Any]) -> dict[str, Any] | None:
     """Run `archc train` with the parsed options `o` (the click parameters by name)."""
-    from archc.train.loop import TrainConfig, Trainer
+    from archc.train.loop import TrainConfig, Trainer, TrainingStopped
 
     spec, resume = o["spec"], o["resume"]
     graph = spec_graph(spec, o["overrides"])
@@ -175,14 +181,28 @@ def _train(o: dict[str, Any]) -> dict[str, Any] | None:
         r = detection_recipe(o["recipe"], o["iters"], o["batch_size"], o["lr"], o["hps"])
     else:
         r = resolve_recipe(o["recipe"], graph.input.shape, o["data"], o["iters"], o["batch_size"], o["lr"], o["hps"])
-    if resume is not None and not (resume / "last.safetensors").is_file() and resume.is_dir():
-        raise TrainError(f"nothing to resume in {resume}: no last.safetensors", hint="give a run directory")
+    if resume is not None:
+        from archc.train.runs import resume_checkpoint
+
+        resume_checkpoint(resume)  # fails before any work when there is nothing to resume
     same = ("data", "backend", "overrides", "runs", "name", "seed", "amp", "device", "sync_bn", "deterministic")
     more = ("workers", "checkpoint_every", "progress", "init")
     task = "detect" if detector else "classify"
     cfg = TrainConfig(spec=str(spec), recipe=r, task=task, **{k: o[k] for k in same + more})
     trainer = Trainer(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
-    res = trainer.run()
+    if trainer.info.device == "cpu":
+        import torch
+
+        from archc.threads import describe
+
+        trainer.log(describe(torch.get_num_threads()))
+    try:
+        res = trainer.run()
+    except TrainingStopped as stop:
+        # the conventional status of a process ended by that signal (130 for SIGINT, 143 for SIGTERM)
+        raise SystemExit(128 + stop.signum) from None
+    finally:
+        trainer.close()
     if not trainer.info.main:
         return None
     summary = {
@@ -193,10 +213,8 @@ def _train(o: dict[str, Any]) -> dict[str, Any] | None:
         "best": res.best,
         "recipe": trainer.recipe.to_dict(),
     }
-    shown = ", ".join(
-        f"{k} {100 * v:.2f}%" if "error" in k else f"{k} {v:.4g}"
-        for k, v in (res.final or {}).items()
-        if isinstance(v, float)
-    )
+    from archc.train.progress import format_metrics
+
+    shown = format_metrics(res.final or {}, sep=", ")
     click.echo(f"done: {res.iterations} iterations in {res.seconds:.0f} s; test {shown}; run {res.run_dir}", err=True)
     return summary

@@ -99,6 +99,9 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),
+        # numpy pickles an empty array's buffer as bytes() (an empty batch is a legitimate batch)
+        ("__builtin__", "bytes"),
+        ("builtins", "bytes"),
     }
 
     def find_class(self, module: str, name: str) -> type:
@@ -128,9 +131,19 @@ def _cifar_part(root: Path, names: list[str]) -> TensorImageSet:
         b = _read_batch(path)
         try:
             data = np.asarray(b["data"], dtype=np.uint8)
-            lab = np.asarray(b["labels"], dtype=np.int64)
+            lab = np.asarray(b["labels"])
         except KeyError as exc:
             raise DataError(f"{path} lacks the {exc} entry of a CIFAR-10 batch") from None
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{path}: the data entry is not N x 3072 bytes ({exc})") from None
+        if lab.size and (lab.dtype.kind not in "iu" or lab.ndim != 1):
+            raise DataError(
+                f"{path}: labels must be a list of integers 0..9, got {lab.dtype} values of shape {lab.shape}",
+                hint="re-extract the CIFAR-10 archive",
+            )
+        lab = lab.astype(np.int64).reshape(-1)
+        if data.size == 0 and len(lab) == 0:
+            data = data.reshape(0, 3072)  # an empty batch (stored as an empty list) is a batch of no images
         if data.ndim != 2 or data.shape[1] != 3072 or len(lab) != len(data):
             raise DataError(
                 f"{path}: expected data of N x 3072 bytes and N labels, got {data.shape} and {len(lab)} labels"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
@@ -51,6 +51,8 @@ class CocoDetection:
                 f"{where} is not COCO detection JSON ({type(exc).__name__}: {exc})",
                 hint="it needs 'images' (id, file_name), 'annotations' and 'categories' (id, name)",
             ) from None
+        for im in self.images:
+            _check_file_name(im["file_name"], where)
         if not cats:
             raise DataError(f"{where} has no categories", hint="list the classes under 'categories'")
         if len({c["id"] for c in cats}) != len(cats) or len({im["id"] for im in self.images}) != len(self.images):
@@ -89,17 +91,13 @@ class CocoDetection:
             DataError: the image file is missing, unreadable or not the size the JSON says.
         """
         import numpy as np
-        from PIL import Image, UnidentifiedImageError
+
+        from archc.data.folder import open_rgb
 
         im = self.images[i]
         path = self.images_dir / im["file_name"]
-        try:
-            with Image.open(path) as f:
-                arr = np.asarray(f.convert("RGB"), dtype=np.uint8).copy()
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(
-                f"cannot read image {path}: {exc}", hint=f"{self.annotations} names it; check the image folder"
-            ) from None
+        pic = open_rgb(path, hint=f"{self.annotations} names it; check the image folder")
+        arr = np.asarray(pic, dtype=np.uint8).copy()
         if "width" in im and arr.shape[:2] != (im["height"], im["width"]):
             raise DataError(
                 f"image {path} is {arr.shape[1]}x{arr.shape[0]}, {self.annotations} says {im['width']}x{im['height']}",
@@ -131,6 +129,16 @@ def _dims(im: dict[str, Any]) -> dict[str, int]:
     if "width" in im and "height" in im:
         return {"width": int(im["width"]), "height": int(im["height"])}
     return {}
+
+
+def _check_file_name(name: str, where: str) -> None:
+    """Refuse a `file_name` that is not a path inside the image folder (absolute, a drive, or with '..')."""
+    parts = PurePosixPath(name.replace("\\", "/"))
+    if not name or parts.is_absolute() or ".." in parts.parts or PureWindowsPath(name).drive or "\x00" in name:
+        raise DataError(
+            f"{where}: image file_name {name!r} points outside the image folder",
+            hint="a file_name is a path relative to the image folder, without '..'",
+        )
 
 
 def _annotation(a: Any, where: str, cat_to_label: dict[int, int], images: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -37,14 +37,7 @@ class FolderImageSet(ImageSet):
         return torch.stack(out) if out else torch.empty((0, 3, 0, 0), dtype=torch.uint8)
 
     def _open(self, i: int):  # noqa: ANN202 - a PIL image
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.paths[i]
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}", hint="remove or replace the file") from None
+        return open_rgb(self.paths[i], hint="remove or replace the file")
 
     @staticmethod
     def _resize_shorter(im, side: int):  # noqa: ANN001, ANN205
@@ -86,6 +79,26 @@ class FolderImageSet(ImageSet):
                 cy, cx = (t.shape[1] - h) // 2, (t.shape[2] - w) // 2
                 crops.append(t[None, :, cy : cy + h, cx : cx + w])
         return torch.cat(crops) if crops else torch.empty((0, 3, h, w), dtype=torch.uint8)
+
+
+def open_rgb(path: Path, hint: str):  # noqa: ANN201 - a PIL image
+    """Decode an image file as RGB with PIL; a file PIL cannot or will not decode is a DataError naming it.
+
+    PIL refuses images of more than twice Image.MAX_IMAGE_PIXELS (a decompression bomb: a small file that
+    decodes to gigabytes); that is reported like any other unreadable file.
+
+    Raises:
+        DataError: the file is missing, not an image, truncated, or a decompression bomb.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"refusing image {path}: {exc}", hint=hint) from None
+    except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, EOFError... on broken files
+        raise DataError(f"cannot read image {path}: {exc}", hint=hint) from None
 
 
 def _scan(split_dir: Path, classes: list[str] | None) -> tuple[list[str], list[Path], list[int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ PALETTE = [
 ]
 LINE_WIDTH = 2
 TEXT_HEIGHT = 11
+# `archc detect` draws on at least this shorter side: on a 128 px image PIL's 11 px labels hide the objects
+DRAW_MIN_SIZE = 512
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -72,11 +75,15 @@ def draw_detections(
     class_names: list[str],
     *,
     score_threshold: float = 0.5,
+    min_size: int = 0,
 ) -> Any:
     """A copy of `image` with the detections scoring at least `score_threshold` drawn on it.
 
-    Each detection gets a rectangle in its class's colour and, above it (inside it at the top edge), a
-    filled label "name 0.93". Weaker detections are drawn first so that strong ones stay on top.
+    Each detection gets a rectangle in its class's colour and a filled label "name 0.93" outside it: above
+    the box, below it where the image's top edge leaves no room, inside its top edge only where neither
+    fits. Weaker detections are drawn first so that strong ones stay on top. An image whose shorter side
+    is under `min_size` is enlarged by a whole factor first (nearest neighbour: the pixels stay as they
+    were), so that the labels are small next to the objects.
 
     Args:
         image: a PIL image, or a [3,H,W] tensor (uint8, or float in [0,1]).
@@ -85,18 +92,22 @@ def draw_detections(
         scores: [N].
         class_names: names of labels 1..K.
         score_threshold: weaker detections are not drawn.
+        min_size: the shorter side to enlarge a smaller image to (at least); 0 keeps the size.
 
     Returns:
-        A PIL RGB image (the input is not changed).
+        A PIL RGB image (the input is not changed), `k` times the input's size for the factor `k`.
 
     Raises:
         DataError: an image that is not a picture, or boxes, labels and scores of different lengths.
     """
-    from PIL import ImageDraw
+    from PIL import Image, ImageDraw
 
     out = _to_pil(image).copy()
+    k = math.ceil(min_size / min(out.size)) if min_size > min(out.size) else 1
+    if k > 1:
+        out = out.resize((out.size[0] * k, out.size[1] * k), Image.Resampling.NEAREST)
     width, height = out.size
-    b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).tolist()
+    b = (torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * k).tolist()
     lab = torch.as_tensor(labels).reshape(-1).tolist()
     sc = torch.as_tensor(scores, dtype=torch.float32).reshape(-1).tolist()
     if not len(b) == len(lab) == len(sc):
@@ -114,8 +125,15 @@ def draw_detections(
         draw.rectangle([x1, y1, x2, y2], outline=colour, width=LINE_WIDTH)
         name = class_names[label - 1] if 0 < label <= len(class_names) else str(label)
         text = f"{name} {score:.2f}"
-        ty = y1 - TEXT_HEIGHT if y1 >= TEXT_HEIGHT else y1
+        # outside the box, where the label does not hide the object: above, else below, else inside
+        if y1 >= TEXT_HEIGHT:
+            ty = y1 - TEXT_HEIGHT
+        elif y2 + 1 + TEXT_HEIGHT <= height:
+            ty = y2 + 1
+        else:
+            ty = y1
         tw = draw.textlength(text)
-        draw.rectangle([x1, ty, x1 + tw + 2, ty + TEXT_HEIGHT - 1], fill=colour)
-        draw.text((x1 + 1, ty), text, fill=(0, 0, 0))
+        tx = max(0.0, min(x1, width - tw - 3))  # kept inside the image at the right edge
+        draw.rectangle([tx, ty, tx + tw + 2, ty + TEXT_HEIGHT - 1], fill=colour)
+        draw.text((tx + 1, ty), text, fill=(0, 0, 0))
     return out

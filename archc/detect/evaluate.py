@@ -13,6 +13,8 @@ from archc.errors import DataError
 
 # the order of COCOeval.stats' first six entries
 KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# pycocotools' object-size ranges (areaRng, px^2) of the size-bucket metrics
+SIZE_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}
 
 
 def coco_evaluate(
@@ -22,7 +24,7 @@ def coco_evaluate(
 
     The ground truth is the set's JSON (crowd regions included, so that detections on them are ignored as
     COCO does). Images without an entry in `detections` count as images where nothing was found. A
-    summary metric whose object-size range holds no ground truth (pycocotools' -1) is reported as 0.
+    size bucket (APs, APm, APl) that holds no ground truth (pycocotools' -1) has no value: None.
 
     Args:
         dataset: a `archc.data.coco.CocoDetection`.
@@ -31,9 +33,9 @@ def coco_evaluate(
         verbose: let pycocotools print its progress and summary (otherwise it is captured).
 
     Returns:
-        {"AP", "AP50", "AP75", "APs", "APm", "APl": floats in [0,1], "per_class": {class name: {"AP",
-        "AP50"}}}; per_class lists the classes with ground-truth objects in the set. All zeros without
-        detections.
+        {"AP", "AP50", "AP75", "APs", "APm", "APl": floats in [0,1] (None: an empty size bucket),
+        "per_class": {class name: {"AP", "AP50"}}}; per_class lists the classes with ground-truth objects
+        in the set. All zeros (or None) without detections.
 
     Raises:
         DataError: a detection for an image id or label the set does not have.
@@ -44,7 +46,11 @@ def coco_evaluate(
     names = {c["id"]: c["name"] for c in gt_data["categories"]}
     if not results:
         # pycocotools cannot load an empty result list; with nothing found every AP is 0
-        return {k: 0.0 for k in KEYS} | {"per_class": {names[c]: {"AP": 0.0, "AP50": 0.0} for c in sorted(present)}}
+        areas = [a["area"] for a in gt_data["annotations"] if not a["iscrowd"]]
+        out = {k: 0.0 for k in KEYS}
+        for k, (lo, hi) in SIZE_RANGES.items():
+            out[k] = 0.0 if any(lo <= area <= hi for area in areas) else None
+        return out | {"per_class": {names[c]: {"AP": 0.0, "AP50": 0.0} for c in sorted(present)}}
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -58,7 +64,9 @@ def coco_evaluate(
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    out: dict[str, Any] = {k: float(max(ev.stats[i], 0.0)) for i, k in enumerate(KEYS)}
+    out: dict[str, Any] = {
+        k: None if k in SIZE_RANGES and ev.stats[i] < 0 else float(max(ev.stats[i], 0.0)) for i, k in enumerate(KEYS)
+    }
     # precision is [IoU thresholds, recall points, classes, area ranges, max-dets]; area "all", 100 dets;
     # -1 marks a class without ground truth
     prec = ev.eval["precision"]
@@ -123,7 +131,8 @@ def format_table(metrics: dict[str, Any], title: str = "") -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    extra = [f"{k} {100 * metrics[k]:.1f}" for k in KEYS[2:] if k in metrics]
+    # an empty size bucket has no AP: n/a, not 0.0
+    extra = [f"{k} {'n/a' if metrics[k] is None else f'{100 * metrics[k]:.1f}'}" for k in KEYS[2:] if k in metrics]
     # two per line: the table is narrow, and rich would break a long caption mid-pair
     caption = "\n".join("  ".join(extra[i : i + 2]) for i in range(0, len(extra), 2))
     t = Table(title=title or None, title_justify="left", caption=caption or None, caption_justify="left")

@@ -301,12 +301,13 @@ def init_backbone(model: Any, path: str | Path, graph: Graph) -> int:
         WeightsError: keys or shapes do not fit, or the stride conventions differ.
     """
     from archc.api import read_checkpoint
+    from archc.weights import check_weights, checkpoint_slots
 
     state = read_checkpoint(path)
     in_1x1 = (_param(graph, "stride_in_1x1") or "true") == "true"
     archc_meta = _archc_meta(path)
     if archc_meta is not None:
-        saved = archc_meta.get("config", {}).get("overrides", {}).get("stride_in_1x1")
+        saved = header_field(archc_meta, path, "config.overrides.stride_in_1x1", str)
         src_in_1x1 = None if saved is None else saved == "true"
     else:
         src_in_1x1 = False  # torchvision convention
@@ -321,12 +322,7 @@ def init_backbone(model: Any, path: str | Path, graph: Graph) -> int:
     for part, module in (("trunk", model.trunk), ("head", model.roi_heads.head)):
         own = module.state_dict()
         sub = {k: v for k, v in state.items() if k in own}
-        missing = sorted(set(own) - set(sub))
-        if missing:
-            raise WeightsError(f"{path} lacks {len(missing)} {part} key(s), e.g. {missing[0]}")
-        for k, v in sub.items():
-            if tuple(v.shape) != tuple(own[k].shape):
-                raise WeightsError(f"{path}: '{k}' has shape {tuple(v.shape)}, the {part} needs {tuple(own[k].shape)}")
+        check_weights(sub, checkpoint_slots(own), f"the {part} weights in {path}")
         module.load_state_dict(sub, strict=True)
         loaded += len(sub)
     return loaded
@@ -335,7 +331,46 @@ def init_backbone(model: Any, path: str | Path, graph: Graph) -> int:
 def _archc_meta(path: str | Path) -> dict[str, Any] | None:
     from archc.train.checkpoint import read_meta
 
-    return read_meta(Path(path)) if str(path).endswith(".safetensors") else None
+    meta = read_meta(Path(path)) if str(path).endswith(".safetensors") else None
+    if meta is not None and not isinstance(meta, dict):
+        raise WeightsError(f"{path}: the header's run metadata is a {type(meta).__name__}, not an object")
+    return meta
+
+
+def header_field(meta: dict[str, Any], path: str | Path, field: str, kind: type, default: Any = None) -> Any:
+    """A field of an `archc train` checkpoint's run metadata, e.g. "config.recipe.extra", checked for its type.
+
+    Args:
+        meta: the header's run metadata (from read_meta).
+        path: the checkpoint (named in errors).
+        field: dotted path of the field.
+        kind: the type it must have (list and dict contents are checked by the caller).
+        default: returned when the field (or a dict on its way) is absent or null.
+
+    Raises:
+        WeightsError: the field or a level above it has another type (an edited or foreign header).
+    """
+    value: Any = meta
+    for part in field.split("."):
+        if not isinstance(value, dict):
+            raise bad_header(path, field, value, "an object")
+        if value.get(part) is None:
+            return default
+        value = value[part]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise bad_header(path, field, value, _KINDS.get(kind, kind.__name__))
+    return value
+
+
+_KINDS = {dict: "an object", list: "a list", str: "a string"}
+
+
+def bad_header(path: str | Path, field: str, value: Any, wanted: str) -> WeightsError:
+    """The error for a header field of the wrong kind (an edited or foreign checkpoint)."""
+    return WeightsError(
+        f"{path}: the header field '{field}' is malformed (a {type(value).__name__} where {wanted} belongs)",
+        hint="the file was edited or not written by archc train: use the run's checkpoint as written",
+    )
 
 
 def load_detector(
@@ -349,21 +384,19 @@ def load_detector(
     from archc.api import read_checkpoint
     from archc.train.loop import TrainConfig
     from archc.train.recipes import Recipe
+    from archc.weights import check_weights, checkpoint_slots
 
     hps: dict[str, str] = {}
     meta = _archc_meta(weights)
     if meta is not None:
         # the detector settings the run trained with (e.g. --hp global_context=true) shape the model
-        hps = dict(meta.get("config", {}).get("recipe", {}).get("extra", {}))
+        hps = header_field(meta, weights, "config.recipe.extra", dict, {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in hps.items()):
+            raise bad_header(weights, "config.recipe.extra", hps, "an object of strings (the --hp settings)")
     cfg = TrainConfig(spec=str(spec), recipe=Recipe(extra=hps), overrides=overrides, backend=backend, task="detect")
     graph, model = build_detector(cfg)
     state = read_checkpoint(weights)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise WeightsError(f"{weights} does not fit the detector {graph.name}: {what}")
+    check_weights(state, checkpoint_slots(model.state_dict()), f"weights {weights}")
     model.load_state_dict(state, strict=True)
     return graph, model.eval()
 

@@ -6,6 +6,7 @@ at the statement that makes them, before any tensor exists.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,11 +22,11 @@ from archc.errors import (
     UnknownNameError,
     did_you_mean,
 )
-from archc.frontend import ast
+from archc.frontend import ast, limits
 from archc.frontend.loader import BUILTIN_VARIABLES, Program
 from archc.frontend.parser import KEYWORDS, body_labels
 from archc.frontend.values import Evaluator, Symbol, Value, parse_value, same_type, type_name
-from archc.ir import LAYERS, OPS, Graph, OpProblem
+from archc.ir import LAYERS, OPS, Graph, Node, OpProblem
 from archc.ir.ops import MAX_DIM, REQUIRED, describe
 
 MAX_NODES = 100_000
@@ -89,6 +90,9 @@ class Elaborator:
         self._locs: dict[int, str] = {}
         self._label_cache: dict[int, frozenset[str]] = {}
         self.steps = 0
+        self.limits = limits.current()
+        self.total_params = 0
+        self.total_values = 0  # of one image's forward, the input included
 
     # --- entry
     def run(self, overrides: Mapping[str, Any] | None = None) -> Graph:
@@ -110,7 +114,9 @@ class Elaborator:
                 hint="begin the net with e.g. `input 3x224x224`",
             )
         shape = self._input_shape(first, env)
-        self.cur = self.graph.add_node("input", "input", (), {"shape": shape}, shape, loc=self._loc(first.loc)).name
+        node = self.graph.add_node("input", "input", (), {"shape": shape}, shape, loc=self._loc(first.loc))
+        self._account(node, first.loc)
+        self.cur = node.name
         ns.used["input"] = first.loc
         scope = _Scope(ns, dict(env), self.cur)
         self.net_scope = scope
@@ -278,7 +284,39 @@ class Elaborator:
             shape = spec.infer(attrs, [self.graph.node(i).shape for i in inputs])
         except OpProblem as p:
             raise ShapeError(p.message, loc, hint=p.hint) from None
-        self.cur = self.graph.add_node(name, op, inputs, attrs, shape, loc=self._loc(loc), labelled=labelled).name
+        node = self.graph.add_node(name, op, inputs, attrs, shape, loc=self._loc(loc), labelled=labelled)
+        self._account(node, loc)
+        self.cur = node.name
+
+    def _account(self, node: Node, loc: Loc) -> None:
+        """Add a new node's parameters and output to the totals; refuse a net past the size limits."""
+        self.total_params += node.params
+        if self.total_params > self.limits.params:
+            raise limits.refuse(
+                "the net's parameters reach",
+                self.total_params,
+                self.limits.params,
+                "",
+                limits.ENV_PARAMS,
+                loc,
+                "check the channel and class counts (and --set values)",
+                notes=[f"this {node.op} alone has {node.params:,} parameters"],
+            )
+        values = math.prod(node.shape)
+        self.total_values += values
+        total = self.total_values * limits.BYTES_PER_VALUE
+        if total > self.limits.activation_bytes:
+            what = "the input" if node.op == "input" else f"the output of this {node.op},"
+            raise limits.refuse(
+                "one image's float32 activations reach",
+                total,
+                self.limits.activation_bytes,
+                "bytes",
+                limits.ENV_ACTIVATION_BYTES,
+                loc,
+                "check the input size and channel counts (and --set values)",
+                notes=[f"{what} {describe(node.shape)} alone is {values * limits.BYTES_PER_VALUE:,} bytes"],
+            )
 
     def _step(self, loc: Loc) -> None:
         """Count a block call or repeat iteration; refuse runaway expansion that emits no nodes."""

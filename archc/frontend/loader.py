@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from archc.errors import ArchcError, Loc, UnknownNameError, UseError
-from archc.frontend import ast
+from archc.frontend import ast, catalog
 from archc.frontend.parser import KEYWORDS, parse
+from archc.frontend.sources import check_size, read_spec
 from archc.ir.ops import LAYERS
 
 # Symbols every spec may use: the paper's shortcut options and "none" (plain nets).
@@ -72,8 +72,7 @@ class _Loader:
         self.symbols: set[str] = set(BUILTIN_SYMBOLS)
 
     def load_file(self, path: str, shown: str, use_loc: Loc | None) -> ast.Module:
-        if "\0" in path:  # the OS refuses such paths with a ValueError, not an OSError
-            raise UseError(f"cannot read {shown!r}: a path cannot contain a NUL character", use_loc)
+        text = read_spec(path, shown, use_loc)
         real = os.path.realpath(path)
         if real in self.stack:
             chain = " -> ".join(os.path.basename(p) for p in self.stack[self.stack.index(real) :])
@@ -82,18 +81,6 @@ class _Loader:
                 use_loc,
                 hint="move the shared blocks into a library file that both can use",
             )
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            if use_loc is None:
-                raise ArchcError(f"spec file not found: {shown}", hint="check the path") from None
-            raise UseError(
-                f"cannot find '{shown}'",
-                use_loc,
-                hint="`use` paths are relative to the file that contains them",
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UseError(f"cannot read '{shown}': {exc}", use_loc) from None
         return self.load_text(text, shown, real)
 
     def load_text(self, text: str, shown: str, real: str) -> ast.Module:
@@ -105,9 +92,13 @@ class _Loader:
             if "\0" in use.path:  # the OS refuses such paths with a ValueError, not an OSError
                 raise UseError("a `use` path cannot contain a NUL character", use.loc)
             target = os.path.normpath(os.path.join(base, use.path))
+            shown_use = os.path.normpath(os.path.join(shown_base, use.path))
+            installed = None if os.path.exists(target) else catalog.library(use.path)
+            if installed is not None:  # relative to the file first, then the installed catalogue
+                target = shown_use = installed
             if os.path.realpath(target) in self.done:
                 continue
-            self.load_file(target, os.path.normpath(os.path.join(shown_base, use.path)), use.loc)
+            self.load_file(target, shown_use, use.loc)
         self.stack.pop()
         self.done.add(real)
         for block in module.blocks:
@@ -158,18 +149,16 @@ def _pick_net(module: ast.Module, source_name: str) -> ast.Net:
 
 
 def looks_like_path(spec: str | os.PathLike) -> bool:
-    """True when `spec` names a file rather than holding .arch text."""
-    if isinstance(spec, os.PathLike):
-        return True
-    return "\n" not in spec and "{" not in spec and spec.strip().endswith(".arch")
+    """True when `spec` names a file or a catalogue entry rather than holding .arch text."""
+    return not catalog.is_text(spec)
 
 
 def load(spec: str | os.PathLike) -> Program:
     """Load a spec file (or .arch text) and everything it uses.
 
     Args:
-        spec: a path to a `.arch` file, or the text of one (its `use` paths are then
-            relative to the working directory).
+        spec: a path to a `.arch` file, a catalogue name (`resnet50`; a file of that name wins),
+            or the text of one (its `use` paths are then relative to the working directory).
 
     Returns:
         The Program for the spec's net.
@@ -179,11 +168,12 @@ def load(spec: str | os.PathLike) -> Program:
     """
     loader = _Loader()
     if looks_like_path(spec):
-        shown = os.fspath(spec)
+        shown = catalog.resolve(spec)
         module = loader.load_file(shown, shown, None)
         root = os.path.dirname(os.path.realpath(shown))
     else:
         shown = "<spec>"
+        check_size(len(str(spec)), shown)  # characters: at most its UTF-8 bytes
         module = loader.load_text(str(spec), shown, os.path.join(os.getcwd(), "<spec>"))
         root = os.getcwd()
     net = _pick_net(module, shown)

@@ -277,7 +277,10 @@ def _syntax_error(exc: UnexpectedInput, source: Source) -> SpecSyntaxError:
 
 
 def parse(text: str, path: str = "<spec>") -> ast.Module:
-    """Parse one file of .arch text.
+    """Parse one file of .arch text; the same text under the same name is parsed once per process.
+
+    The AST is immutable, so every net that `use`s a block library (and `archc list`, which loads
+    them all) shares one parse of it.
 
     Args:
         text: the spec source.
@@ -289,6 +292,11 @@ def parse(text: str, path: str = "<spec>") -> ast.Module:
     Raises:
         SpecSyntaxError: the text does not follow the grammar.
     """
+    return _parse(text, path)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(text: str, path: str) -> ast.Module:
     source = Source(path, text)
     try:
         tree = _lark().parse(text)

@@ -8,10 +8,7 @@ optimizer's tensors and the RNG states under the reserved prefix `__train__.`, a
 from __future__ import annotations
 
 import json
-import os
 import random
-import secrets
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,67 +18,10 @@ import numpy as np
 import torch
 
 from archc.errors import CheckpointError
+from archc.files import atomic_write, save_safetensors  # noqa: F401 - atomic_write is re-exported
 
 FORMAT = "archc-train/1"
 PREFIX = "__train__."
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a file so that a crash leaves the old file or the new one, never a torn one.
-
-    `write(tmp)` fills a temp file in the same directory (so the rename cannot cross file systems); the
-    temp file is fsynced, renamed onto `path`, and the directory is fsynced so the rename itself survives
-    a power loss. On any error the temp file is removed and `path` is left as it was.
-
-    Args:
-        path: the file to (re)place; its directory is created if needed.
-        write: fills the temp file it is given.
-
-    Raises:
-        Exception: whatever `write` or the file system raised; `path` is unchanged.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _claim_temp(path)
-    try:
-        mode = stat.S_IMODE(os.stat(tmp).st_mode)
-        write(tmp)
-        # writers that replace the file themselves (safetensors does) leave it 0600: restore the umask's mode
-        os.chmod(tmp, mode)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _claim_temp(path: Path) -> Path:
-    """Create an empty, unused `.NAME.XXXX.tmp` beside `path`.
-
-    Unlike tempfile.mkstemp (always 0600) the file gets the permissions a plain open() would give, so the
-    checkpoint is as readable as any other file the run writes.
-    """
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass
@@ -206,9 +146,8 @@ def save_checkpoint(path: Path, state: TrainState) -> None:
 
     Raises:
         CheckpointError: a model key uses the reserved prefix, or a non-tensor part is not JSON-able.
+        OutputError: the file cannot be written (no permission, disk full); the old file stays.
     """
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
 
@@ -234,7 +173,7 @@ def save_checkpoint(path: Path, state: TrainState) -> None:
         "rng": _json("random generator states", rng),
         "meta": _json("run metadata", state.meta),
     }
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    save_safetensors(Path(path), tensors, metadata, what="checkpoint")
 
 
 def is_train_checkpoint(metadata: dict[str, str] | None) -> bool:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ import torch
 from archc.errors import CheckpointError, TrainError
 from archc.ir import Graph
 from archc.train.distributed import DistInfo, all_reduce_sum, barrier, convert_sync_bn, init_distributed
+from archc.train.progress import Progress
 from archc.train.recipes import Recipe
 from archc.train.schedule import Schedule
 
@@ -103,6 +107,20 @@ def make_task(cfg: TrainConfig, graph: Graph, recipe: Recipe, info: DistInfo) ->
     return ClassifyTask(graph, cfg.data, recipe, cfg.seed, info, workers=cfg.workers)
 
 
+class TrainingStopped(Exception):  # noqa: N818 - a stop the user asked for, not an error
+    """A run ended early by SIGTERM or SIGINT, after writing its `last` checkpoint.
+
+    Attributes:
+        signum: the signal.
+        iteration: the iterations done (the checkpoint's).
+    """
+
+    def __init__(self, signum: int, iteration: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} at iteration {iteration}")
+        self.signum = signum
+        self.iteration = iteration
+
+
 class Trainer:
     """Owns the model, optimizer, schedule, task and run directory of one training run.
 
@@ -114,15 +132,22 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None] = print) -> None:
         from archc.train.checkpoint import load_checkpoint
+        from archc.train.runs import resume_checkpoint
 
         self.state = None
+        self._lock: Any = None
+        note = None
         if resume is not None:
-            path = resume / "last.safetensors" if resume.is_dir() else resume
+            path = resume_checkpoint(resume)
             self.state = load_checkpoint(path)
             cfg = _config_from_meta(self.state.meta, cfg)
+            if path.name == "best.safetensors" and resume.is_dir():
+                note = f"{resume} has no last.safetensors (the run was stopped while writing it): resuming from {path}"
         self.cfg = cfg
         self.info = init_distributed(cfg.device)
         self.log = log if self.info.main else (lambda _msg: None)
+        if note:
+            self.log(note)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
@@ -163,8 +188,29 @@ class Trainer:
 
         path = (self.run_dir or Path(os.devnull)) / "metrics.jsonl"
         self.metrics = MetricsLog(path, enabled=self.info.main and self.run_dir is not None)
-        if self.state is not None and self.info.main:
+        if self.info.main and self.run_dir is not None:
+            self._claim_run_dir()
+
+    def _claim_run_dir(self) -> None:
+        """Lock the run directory for this process; on resume, clear a killed run's temp files and records."""
+        from archc.files import remove_temps
+        from archc.train.runs import RunLock
+
+        self._lock = RunLock(self.run_dir)
+        if self.state is None:
+            return
+        try:
+            remove_temps(self.run_dir)
             self.metrics.truncate_after(self.start)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run directory (another `archc train --resume` may use it from now on)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _build(self) -> tuple[Graph, Any]:
         import archc
@@ -189,20 +235,42 @@ class Trainer:
 
     def _restore(self, state: Any) -> None:
         from archc.train.checkpoint import restore_rng
+        from archc.weights import checkpoint_slots, weight_problems
 
-        missing = set(self.model.state_dict()) ^ set(state.model)
-        if missing:
+        problems = weight_problems(state.model, checkpoint_slots(self.model.state_dict()))
+        if problems:
             raise CheckpointError(
-                f"the checkpoint does not fit the net: {len(missing)} key(s) differ, e.g. {sorted(missing)[0]}",
+                "the checkpoint does not fit the net: " + "; ".join(problems),
                 hint="resume with the spec and --set values the run started with",
             )
+        meta = state.meta
+        iteration, elapsed, best = meta.get("iteration"), meta.get("elapsed", 0.0), meta.get("best")
+        if not _is_number(iteration, int) or not 0 <= iteration <= self.recipe.iters:
+            raise CheckpointError(
+                f"the checkpoint's iteration {iteration!r} is not a count in 0..{self.recipe.iters}",
+                hint="the header was edited or is not archc train's: use the run's other checkpoint",
+            )
+        # a diverged test loss may be inf or NaN in a real run: only the type is checked
+        best_ok = best is None or (
+            isinstance(best, dict)
+            and self.task.select in best
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in best.values())
+        )
+        if not _is_number(elapsed, float) or not best_ok:
+            raise CheckpointError(
+                "the checkpoint's elapsed time or best result is malformed",
+                hint="the header was edited or is not archc train's: use the run's other checkpoint",
+            )
         self.model.load_state_dict(state.model, strict=True)
-        self.optimizer.load_state_dict(state.optimizer)
-        self.schedule.load_state_dict(state.scheduler)
+        _load_optimizer(self.optimizer, state.optimizer)
+        try:
+            self.schedule.load_state_dict(state.scheduler)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the checkpoint's schedule state is malformed ({exc!r})") from None
         restore_rng(state.rng)
-        self.start = int(state.meta["iteration"])
-        self.best = state.meta.get("best")
-        self.elapsed = float(state.meta.get("elapsed", 0.0))
+        self.start = iteration
+        self.best = best
+        self.elapsed = float(elapsed)
 
     def _save(self, tag: str, iteration: int, final: dict[str, float] | None) -> None:
         from archc.train.checkpoint import TrainState, capture_rng, save_checkpoint
@@ -249,11 +317,11 @@ class Trainer:
         t_start = time.perf_counter() - self.elapsed
         it_window = 0
         last_eval: dict[str, float] = {}
-        progress = _Progress(self.cfg.progress and self.info.main, end, self.start)
+        progress = Progress(self.cfg.progress and self.info.main, end, self.start, device)
         model = self.wrapped
         model.train()
         batches = self.task.batches(self.start)
-        with progress:
+        with progress, _StopSignals() as stop:
             for it in range(self.start, end):
                 lr = self.schedule.lr(it)
                 for g in self.optimizer.param_groups:
@@ -294,6 +362,8 @@ class Trainer:
                     window.zero_()
                     it_window = 0
                     t_window = time.perf_counter()
+                else:
+                    progress.tick(done, r.batch_size)  # a heartbeat between records
                 if done % r.eval_every == 0 or done == end:
                     last_eval = self.task.evaluate(self.wrapped, device, self.autocast)
                     model.train()
@@ -311,13 +381,104 @@ class Trainer:
                         self.elapsed = now - t_start
                         self._save("best", done, last_eval)
                     t_window += time.perf_counter() - now
-                if done % ckpt_every == 0 or done == end:
+                saved = done % ckpt_every == 0 or done == end
+                if saved:
                     self.elapsed = time.perf_counter() - t_start
                     self._save("last", done, last_eval or None)
                     barrier(self.info)
+                if done < end and stop.agreed(self.info):
+                    self._stop(stop.signum, done, saved, t_start, last_eval)
         self.start = end
         self.elapsed = time.perf_counter() - t_start
         return TrainResult(self.run_dir, end, last_eval, self.best, self.elapsed)
+
+    def _stop(self, signum: int, done: int, saved: bool, t_start: float, last_eval: dict[str, float]) -> None:
+        """Checkpoint iteration `done` (unless just done), say so, and raise TrainingStopped."""
+        if not saved:
+            self.elapsed = time.perf_counter() - t_start
+            self._save("last", done, last_eval or None)
+            barrier(self.info)
+        where = f"; continue with: archc train {self.cfg.spec} --resume {self.run_dir}" if self.run_dir else ""
+        self.log(f"stopped by {signal.Signals(signum).name} at iteration {done}: checkpoint written{where}")
+        raise TrainingStopped(signum, done)
+
+
+class _StopSignals:
+    """Turns SIGTERM and SIGINT into a request to stop after the current iteration (main thread only).
+
+    The first signal is only noted (the loop checkpoints and stops); the handlers are then put back, so
+    a second Ctrl-C or SIGTERM acts at once as usual.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _note(self, signum: int, _frame: Any) -> None:
+        self.signum = self.signum or signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+    def agreed(self, info: DistInfo) -> bool:
+        """Whether any process got a signal: every process stops after the same iteration."""
+        if info.world <= 1:
+            return self.signum != 0
+        flag = torch.tensor([float(self.signum)], dtype=torch.float64)
+        all_reduce_sum(flag, info)
+        if flag.item() and not self.signum:
+            self.signum = int(signal.SIGTERM)
+        return bool(flag.item())
+
+
+def _is_number(value: Any, kind: type) -> bool:
+    """A finite JSON number (an int where `kind` is int); never a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        return False
+    return math.isfinite(value)
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load a checkpoint's optimizer state, checking what torch does not: numbers and buffer shapes.
+
+    Raises:
+        CheckpointError: a hyperparameter is not a finite number >= 0, the groups or a buffer do not fit.
+    """
+    bad = CheckpointError
+    hint = "the header was edited or is not archc train's: use the run's other checkpoint"
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise bad("the checkpoint's optimizer param_groups are malformed", hint=hint)
+    for g in groups:
+        for key in ("lr", "momentum", "weight_decay", "dampening"):
+            if key in g and not (_is_number(g[key], float) and g[key] >= 0):
+                raise bad(f"the checkpoint's optimizer {key} {g[key]!r} is not a finite number >= 0", hint=hint)
+    try:
+        optimizer.load_state_dict(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise bad(f"the checkpoint's optimizer state does not fit the net ({exc})", hint=hint) from None
+    for p, entries in optimizer.state.items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape != p.shape:
+                raise bad(
+                    f"the checkpoint's optimizer {name} has shape {tuple(value.shape)} for a parameter of "
+                    f"shape {tuple(p.shape)}",
+                    hint=hint,
+                )
 
 
 def _to(x: Any, device: str) -> Any:
@@ -334,69 +495,68 @@ def _to(x: Any, device: str) -> Any:
 
 def _config_from_meta(meta: dict[str, Any], given: TrainConfig) -> TrainConfig:
     """The settings a checkpoint was written with; only the device and the progress bar come from `given`."""
-    from archc.train.recipes import Recipe
-
     try:
         saved = dict(meta["config"])
-        rd = dict(saved.pop("recipe"))
-        rd["milestones"] = tuple(rd["milestones"])
-        rd["scale"] = tuple(rd["scale"]) if rd.get("scale") else None
-        recipe = Recipe(**rd)
+        recipe = _recipe_from_meta(dict(saved.pop("recipe")))
         saved["runs"] = Path(saved["runs"])
         cfg = TrainConfig(recipe=recipe, **saved)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"the checkpoint's settings are unreadable ({exc})") from None
-    return dataclasses.replace(cfg, device=given.device, progress=given.progress, workers=given.workers)
+    if not all(isinstance(v, str) for v in (cfg.spec, *cfg.overrides.keys(), *cfg.overrides.values())):
+        raise CheckpointError("the checkpoint's spec or --set values are malformed")
+    _check_same_net(cfg, given)
+    # a run started elsewhere names its spec relative to another directory: the given one is the same net
+    spec = cfg.spec if Path(cfg.spec).is_file() else given.spec
+    return dataclasses.replace(cfg, spec=spec, device=given.device, progress=given.progress, workers=given.workers)
 
 
-class _Progress:
-    """A rich progress bar on a terminal, a plain line per record elsewhere (CI logs, pipes)."""
+def _check_same_net(saved: TrainConfig, given: TrainConfig) -> None:
+    """Refuse a --resume whose SPEC (or --set values) differ from the run's: the run's would win silently.
 
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        from archc.cli import make_console
+    The spec is the same when it is the same file or has the same text; a spec the run names that no
+    longer exists here cannot be compared, and the checkpoint's keys and shapes are checked on load.
 
-        self.enabled = enabled
-        self.console = make_console(stderr=True)
-        self.bar = None
-        if enabled and self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                console=self.console,
+    Raises:
+        CheckpointError: the given spec or --set values differ from the run's.
+    """
+    a, b = Path(saved.spec), Path(given.spec)
+    with contextlib.suppress(OSError):
+        if a.is_file() and not os.path.samefile(a, b) and a.read_bytes() != b.read_bytes():
+            raise CheckpointError(
+                f"the run was started with the spec {a}, not {b}",
+                hint=f"resume with the run's spec: archc train {a} --resume RUN_DIR",
             )
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+    if given.overrides and given.overrides != saved.overrides:
+        shown = " ".join(f"--set {k}={v}" for k, v in sorted(saved.overrides.items()))
+        hint = f"give the run's values ({shown}) or no --set at all" if shown else "resume without --set (it had none)"
+        raise CheckpointError("the run was started with other --set values than these", hint=hint)
 
-    def __enter__(self) -> _Progress:
-        if self.bar is not None:
-            self.bar.__enter__()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+def _recipe_from_meta(rd: dict[str, Any]) -> Any:
+    """The Recipe a checkpoint recorded, parsed and checked like a recipe file (a field of another type fails).
 
-    def update(self, done: int, rec: dict[str, Any]) -> None:
-        text = (
-            f"loss {rec['loss']:.4f}  err {100 * rec['error']:.2f}%  lr {rec['lr']:.4g}  {rec['img_s']:.0f} img/s"
-            if "error" in rec
-            else f"loss {rec['loss']:.4f}  lr {rec['lr']:.4g}  {rec['img_s']:.1f} img/s"
+    Raises:
+        TrainError: a field of the wrong kind or value.
+    """
+    from archc.train.recipes import Recipe, override
+
+    name, extra = str(rd.pop("name", "cifar")), rd.pop("extra", {})
+    if not isinstance(extra, dict):
+        raise TrainError("the checkpoint's recipe: 'extra' is not an object")
+    origin = "the checkpoint's recipe"
+    try:
+        r = override(Recipe(name=name, extra=dict(extra)), rd, origin=origin)
+    except TypeError as exc:  # e.g. milestones that are no list
+        raise TrainError(f"{origin} is malformed ({exc})", hint="use the run's other checkpoint") from None
+    for f in dataclasses.fields(Recipe):
+        value, kind = getattr(r, f.name), str(f.type)
+        if value is None and "None" in kind:
+            continue
+        want = next(t for t in (bool, tuple, dict, float, int, str) if t.__name__ in kind)
+        ok = isinstance(value, (int, float) if want is float else want) and not (
+            isinstance(value, bool) and want is not bool
         )
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, info=text)
-        elif self.enabled:
-            self.console.print(f"iter {done}: {text}", highlight=False)
+        if not ok or (want is float and not math.isfinite(value)):
+            raise TrainError(f"{origin}: field '{f.name}' holds {value!r}", hint="use the run's other checkpoint")
+    return r
 
-    def test(self, done: int, metrics: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        shown = "  ".join(
-            f"{k} {100 * v:.2f}%" if "error" in k else f"{k} {v:.4g}"
-            for k, v in metrics.items()
-            if isinstance(v, float)
-        )
-        self.console.print(f"iter {done}: test {shown}", highlight=False)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from archc.data.augment import Augment
-from archc.errors import TrainError
+from archc.errors import TrainError, did_you_mean
+
+MIN_EVAL_EVERY = 25  # iterations; the shortest test interval `scaled` makes (an explicit eval_every may be less)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ class Recipe(Augment):
         if iters == self.iters:
             return self
         f = iters / self.iters
-        eval_every = max(1, round(self.eval_every * f))
+        # a floor on the scaled test interval: `--iters 20` of the CIFAR recipe would otherwise test after
+        # every iteration; a run shorter than the floor tests once, at its end
+        floor = min(self.eval_every, MIN_EVAL_EVERY)
+        eval_every = min(iters, max(floor, round(self.eval_every * f)))
         return dataclasses.replace(
             self,
             iters=iters,
@@ -176,12 +181,10 @@ def override(recipe: Recipe, values: dict[str, Any], origin: str = "--hp") -> Re
     changes = {}
     for key, value in values.items():
         if key not in names:
-            import difflib
-
-            close = difflib.get_close_matches(key, sorted(names), n=1)
+            close = did_you_mean(key, names)
             raise TrainError(
                 f"{origin}: unknown recipe field '{key}'",
-                hint=(f"did you mean '{close[0]}'? " if close else "") + f"fields: {', '.join(sorted(names))}",
+                hint=(f"{close} " if close else "") + f"fields: {', '.join(sorted(names))}",
             )
         changes[key] = _coerce(key, value, getattr(recipe, key), origin)
     return _check(dataclasses.replace(recipe, **changes), origin)

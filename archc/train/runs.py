@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from archc.errors import CheckpointError
+from archc.files import make_dir, writing
 
 _BAD_NAME = re.compile(r"^$|^\.|[/\\\x00]")
 
@@ -28,23 +29,92 @@ def new_run_dir(root: Path, name: str) -> Path:
 
     Raises:
         CheckpointError: the name is not usable as a directory name.
+        OutputError: the directory cannot be created (no permission, a file in the way, disk full).
     """
     if _BAD_NAME.search(name):
         raise CheckpointError(
             f"run name {name!r} is not a plain directory name", hint="give a name without '/', '\\' or a leading '.'"
         )
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = make_dir(root, "runs directory")
     prefix = f"{name}-"
-    taken = [p.name[len(prefix) :] for p in root.iterdir() if p.name.startswith(prefix)]
+    with writing(root, "runs directory"):
+        taken = [p.name[len(prefix) :] for p in root.iterdir() if p.name.startswith(prefix)]
     n = max((int(t) for t in taken if t.isdigit()), default=0) + 1
-    while True:
-        path = root / f"{prefix}{n:04d}"
+    with writing(root / f"{prefix}{n:04d}", "run directory"):
+        while True:
+            path = root / f"{prefix}{n:04d}"
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                n += 1
+
+
+def resume_checkpoint(run: Path) -> Path:
+    """The checkpoint `--resume RUN` continues from: RUN/last.safetensors, else RUN/best.safetensors.
+
+    `best` is written before `last` at an evaluation, so a run killed during its first `last` write has
+    only `best`, which holds the whole training state of its iteration; a file path is taken as given.
+
+    Raises:
+        CheckpointError: a directory with neither checkpoint.
+    """
+    run = Path(run)
+    if not run.is_dir():
+        return run
+    for name in ("last.safetensors", "best.safetensors"):
+        if (run / name).is_file():
+            return run / name
+    raise CheckpointError(
+        f"nothing to resume in {run}: no last.safetensors (nor best.safetensors)",
+        hint="give a run directory written by archc train",
+    )
+
+
+class RunLock:
+    """An exclusive lock on a run directory (RUN/.lock), held while one process trains into it.
+
+    A second `archc train --resume` of the same directory (or a resume of a run still training) would
+    interleave checkpoints and metrics lines; it fails at once instead. The lock is flock(2) on an open
+    file, so the kernel drops it when the process dies, even by SIGKILL: no stale lock is ever left.
+    Where fcntl does not exist (Windows) no lock is taken.
+
+    Args:
+        run_dir: the run directory.
+
+    Raises:
+        CheckpointError: another process holds the lock.
+        OutputError: the lock file cannot be created.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self._fd: int | None = None
         try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            n += 1
+            import fcntl
+        except ImportError:
+            return
+        with writing(self.path, "run lock"):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise CheckpointError(
+                f"run directory {run_dir} is in use by another archc train"
+                + (f" (process {holder})" if holder.isdigit() else ""),
+                hint="wait for that run to end (or stop it), then --resume again",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let other processes use the directory (also done by the kernel when this process ends)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class MetricsLog:
@@ -74,13 +144,14 @@ class MetricsLog:
         """
         if not self.enabled:
             return
-        if not self._checked_tail:
-            _drop_torn_tail(self.path)
-            self._checked_tail = True
         line = json.dumps(record, sort_keys=True) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
+        with writing(self.path, "metrics log"):
+            if not self._checked_tail:
+                _drop_torn_tail(self.path)
+                self._checked_tail = True
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
 
     def truncate_after(self, iteration: int) -> None:
         """Drop the records past `iteration` (a resumed run writes them again); rewritten atomically.
@@ -93,11 +164,12 @@ class MetricsLog:
         """
         if not self.enabled or not self.path.is_file():
             return
-        from archc.train.checkpoint import atomic_write
+        from archc.files import atomic_write
 
         kept = [r for r in read_metrics(self.path) if _iteration(r) <= iteration]
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-        atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        with writing(self.path, "metrics log"):
+            atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         self._checked_tail = True
 
 
@@ -176,4 +248,4 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["MetricsLog", "new_run_dir", "read_metrics"]
+__all__ = ["MetricsLog", "RunLock", "new_run_dir", "read_metrics", "resume_checkpoint"]

@@ -7,6 +7,7 @@ import itertools
 import linecache
 from typing import Any
 
+from archc.backend import source_text
 from archc.errors import BackendError
 from archc.ir import Graph, Node
 from archc_torch.codegen import Lowering, class_name, generate
@@ -39,7 +40,7 @@ def check_names(graph: Graph) -> None:
 
 def instantiate(src: str, cls: str, graph_name: str) -> Any:
     """Execute generated source and return an instance of its class `cls`."""
-    filename = f"<archc:{graph_name}:{next(_counter)}>"
+    filename = f"<archc:{source_text(graph_name)}:{next(_counter)}>"  # compile() refuses a NUL in it
     # let tracebacks and inspect.getsource show the generated lines
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
     namespace: dict[str, Any] = {"__name__": f"archc_generated_{graph_name}"}

@@ -10,9 +10,12 @@ read is what runs.
 from __future__ import annotations
 
 import keyword
+import math
 import re
 from typing import Any
 
+from archc.backend import source_text
+from archc.errors import BackendError
 from archc.ir import Graph, Node
 
 # Ops whose lowering returns a new tensor that nothing else holds (never a view of an input).
@@ -173,15 +176,20 @@ def class_name(net: str) -> str:
     return name if name[0].isalpha() else "Net" + name
 
 
+def _plain_name(name: str) -> bool:
+    # ASCII only: Python folds non-ASCII identifiers (NFKC), so `self.ﬁ` would be `self.fi`
+    return name.isascii() and name.isidentifier() and not keyword.iskeyword(name)
+
+
 def _attr(obj: str, name: str) -> str:
     """Attribute access that also works for names like `0` (torchvision's downsample.0)."""
-    if name.isidentifier() and not keyword.iskeyword(name):
+    if _plain_name(name):
         return f"{obj}.{name}"
     return f"getattr({obj}, {name!r})"
 
 
 def _register(parent: str, leaf: str, value: str) -> str:
-    if leaf.isidentifier() and not keyword.iskeyword(leaf):
+    if _plain_name(leaf):
         return f"        {parent}.{leaf} = {value}"
     return f"        {parent}.add_module({leaf!r}, {value})"
 
@@ -331,7 +339,7 @@ class _Names:
         key = prefix + dotted
         if key in self.of:
             return self.of[key]
-        base = prefix + re.sub(r"\W", "_", dotted.replace(".", "_"))
+        base = prefix + re.sub(r"\W", "_", dotted.replace(".", "_"), flags=re.ASCII)
         if not base.isidentifier() or keyword.iskeyword(base):
             base = "v_" + base
         name, k = base, 1
@@ -341,6 +349,49 @@ class _Names:
         self.taken.add(name)
         self.of[key] = name
         return name
+
+
+# the attributes that may hold a string: written with repr (act) or not at all (folded_bn)
+STRING_ATTRS = frozenset({"act", "folded_bn"})
+# ... and the strings they may hold, like every layer name: dotted paths of letters, digits, underscores
+_DOTTED = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+
+
+def _is_literal(v: Any) -> bool:
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return v is None or isinstance(v, (bool, int)) or (isinstance(v, tuple) and all(map(_is_literal, v)))
+
+
+def check_graph(graph: Graph) -> None:
+    """Refuse layer names and attribute values that the lowerings could not write safely.
+
+    Layer names must be dotted paths of letters, digits and underscores, as the frontend
+    makes them. The lowerings write numbers, flags and tuples as they are, so those must
+    be finite numbers, booleans and tuples of them; only the attributes in STRING_ATTRS
+    may hold a string (or None), and only a dotted name (`act="relu"`,
+    `folded_bn="layer1.0.bn1"`). So no name or value, however the graph was built or
+    changed, can put code into the generated source.
+
+    Raises:
+        BackendError: naming the layer (and the attribute).
+    """
+    for n in graph.nodes():
+        if not _DOTTED.fullmatch(n.name):
+            raise BackendError(
+                f"layer name '{source_text(n.name)}' is not a dotted path of letters, digits and underscores",
+                hint="this graph was not made by the archc frontend; name its layers like `layer1.0.conv1`",
+            )
+        for key, v in n.attrs.items():
+            if key in STRING_ATTRS:
+                if v is None or (isinstance(v, str) and _DOTTED.fullmatch(v)):
+                    continue
+            elif _is_literal(v):
+                continue
+            raise BackendError(
+                f"layer '{n.name}' has attribute {key}={v!r:.60}, which generated code cannot hold",
+                hint="this graph was not made by the archc frontend; give the attribute a number, flag or name",
+            )
 
 
 def generate(
@@ -360,6 +411,7 @@ def generate(
     Returns:
         (source text, class name).
     """
+    check_graph(graph)
     low = lowering(graph)
     cls = class_name(graph.name)
     nodes = graph.nodes()
@@ -418,8 +470,9 @@ def generate(
         init.append(_register(scope_var(parent), leaf, ctors[name]))
 
     shape = "x".join(map(str, graph.input.shape))
-    summary = f"{graph.name}: {graph.params():,} parameters, {graph.macs() / 1e9:.2f} GMACs per {shape} input"
-    src = HEADER.format(origin=origin, summary=summary, imports="".join(f"{line}\n" for line in imports))
+    name = source_text(graph.name)  # it lands in a comment and a docstring
+    summary = f"{name}: {graph.params():,} parameters, {graph.macs() / 1e9:.2f} GMACs per {shape} input"
+    src = HEADER.format(origin=source_text(origin), summary=summary, imports="".join(f"{line}\n" for line in imports))
     src += "".join(HELPERS[h] for h in low.helpers)
     src += f"\nclass {cls}(nn.Module):\n"
     src += f'    """{summary}."""\n\n'

@@ -3,7 +3,9 @@
 Everything the kernels do not cover lowers exactly as in the torch backend; only
 `bn_act` and `fused_conv` nodes become Triton-backed modules, which keep the
 parameter and buffer names of nn.BatchNorm2d / nn.Conv2d so checkpoints move
-freely between backends.
+freely between backends. A `bn_act` without residual whose only reader is a conv runs
+together with that conv as the BN-ReLU-conv unit (`bn_relu_conv`), which keeps the BN
+input instead of the activation for backward (archc_triton.bn_act_conv).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 from archc.errors import BackendError
 from archc.ir import Graph, Node
 from archc_torch import Lowering, check_names, generate, instantiate
+from archc_torch.codegen import _attr
 
 __version__ = "0.1.0"
-__all__ = ["TritonBackend", "TritonLowering", "BNAct", "FusedConv"]
+__all__ = ["TritonBackend", "TritonLowering", "BNAct", "FusedConv", "bn_relu_conv"]
 
 
 def _pair(v: Any) -> str:
@@ -33,7 +36,26 @@ class TritonLowering(Lowering):
             f"archc_triton.BNAct({self._in(n)[0]}, eps={a['eps']!r}, momentum={a['momentum']!r}, "
             f"track_running_stats={a['track_running_stats']}, residual={a['residual']})"
         )
+        if self.recompute_unit(n):
+            return ctor, ins[0]  # its value is the BN input; the conv reading it normalises (bn_relu_conv)
         return ctor, f"{{m}}({', '.join(ins)})"
+
+    def recompute_unit(self, n: Node) -> bool:
+        """Whether `n` is a bn_act that runs inside its reader conv: no residual, ReLU, one conv reads it."""
+        if n.op != "bn_act" or n.attrs["residual"] or n.attrs["act"] != "relu" or n.name in self.graph.outputs:
+            return False
+        users = set(self.graph.users(n.name))
+        return len(users) == 1 and self.graph.node(users.pop()).op == "conv"
+
+    def conv(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        ctor, expr = super().conv(n, ins)
+        src = self.graph.node(n.inputs[0])
+        if not self.recompute_unit(src):
+            return ctor, expr
+        bn = "self"
+        for part in src.name.split("."):
+            bn = _attr(bn, part)
+        return ctor, f"archc_triton.bn_relu_conv({ins[0]}, {bn}, {{m}})"
 
     def fused_conv(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         a = n.attrs
@@ -108,6 +130,10 @@ def __getattr__(name: str) -> Any:
         from archc_triton.bn_act import BNAct
 
         return BNAct
+    if name == "bn_relu_conv":
+        from archc_triton.bn_act_conv import bn_relu_conv
+
+        return bn_relu_conv
     if name == "FusedConv":
         from archc_triton.conv import FusedConv
 

@@ -2,10 +2,13 @@
 
 The module keeps nn.BatchNorm2d's parameters and buffers under the same names,
 shapes and dtypes, so a state_dict moves freely between the torch and triton
-backends. The autograd graph keeps only the BN input x (and the residual, the
-block input that is alive anyway) plus per-channel statistics: the backward
-recomputes x_hat and the pre-activation z = gamma*x_hat + beta (+ r) for the ReLU
-mask instead of storing the normalised activation or the output.
+backends. The autograd graph keeps only the BN input x plus per-channel statistics
+(and, with a residual, the output y, which the next conv keeps anyway): the backward
+recomputes x_hat, and the pre-activation z = gamma*x_hat + beta for the ReLU mask, or
+with a residual takes the mask from y > 0, instead of storing the normalised activation
+or the residual. Inputs in a dtype
+the kernels do not cover (float64) run the same autograd Function on bn_torch, the
+kernels' torch twin, and are counted as such in `dispatch_counts()`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from archc.errors import BackendError
-from archc_triton import bn_kernels
+from archc_triton import bn_kernels, bn_torch
+from archc_triton.dispatch import KERNEL_DTYPES, Dispatch, interpreted_device_ok
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -30,6 +34,31 @@ def _nchw(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """[N*H*W, C] rows back to a channels_last NCHW tensor shaped like `like`."""
     n, c, h, w = like.shape
     return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def statistics(
+    ops: Any,
+    xr: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    batch_stats: bool,
+    update: bool,
+    factor: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, invstd) of the batch (updating the running statistics when `update`), or the running
+    (mean, var) when not `batch_stats`; `ops` is bn_kernels or its torch twin bn_torch."""
+    if not batch_stats:
+        return running_mean, running_var
+    rm, rv = (running_mean, running_var) if update else (None, None)
+    return ops.batch_stats(xr, eps, rm, rv, factor)
+
+
+def kernel_ops(x: torch.Tensor) -> tuple[Any, str | None]:
+    """(bn_kernels, None) for the dtypes the kernels cover, else (bn_torch, the reason)."""
+    if x.dtype in KERNEL_DTYPES:
+        return bn_kernels, None
+    return bn_torch, f"dtype {str(x.dtype).removeprefix('torch.')}"
 
 
 class _BNActFunction(torch.autograd.Function):
@@ -48,33 +77,34 @@ class _BNActFunction(torch.autograd.Function):
         update: bool,
         factor: float,
         eps: float,
+        ops: Any,
     ) -> torch.Tensor:
         xr = _rows(x)
         rr = None if residual is None else _rows(residual)
-        if batch_stats:
-            rm, rv = (running_mean, running_var) if update else (None, None)
-            mean, stat = bn_kernels.batch_stats(xr, eps, rm, rv, factor)
-        else:
-            mean, stat = running_mean, running_var
-        y = bn_kernels.forward(xr, rr, mean, stat, weight, bias, eps, from_var=not batch_stats)
+        mean, stat = statistics(ops, xr, running_mean, running_var, batch_stats, update, factor, eps)
+        y = _nchw(ops.forward(xr, rr, mean, stat, weight, bias, eps, from_var=not batch_stats), x)
         if any(ctx.needs_input_grad[:4]):
             if not batch_stats:
                 # a later train step updates the buffers in place; keep this step's values
                 mean, stat = mean.clone(), stat.clone()
-            ctx.save_for_backward(x, residual, weight, bias, mean, stat)
+            # With a residual, keep the output instead of it: the ReLU mask is y > 0, and y is
+            # kept anyway by what reads it next (the next conv), so nothing extra stays alive;
+            # the residual (a projection shortcut's BN output) would be.
+            ctx.save_for_backward(x, None if residual is None else y, weight, bias, mean, stat)
         ctx.batch_stats = batch_stats
         ctx.eps = eps
-        return _nchw(y, x)
+        ctx.ops = ops
+        return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, residual, weight, bias, mean, stat = ctx.saved_tensors
+        x, y, weight, bias, mean, stat = ctx.saved_tensors
         need_x, need_r, need_w, need_b = ctx.needs_input_grad[:4]
         dyr = _rows(dy.contiguous(memory_format=torch.channels_last))
-        dx, dr, dw, db = bn_kernels.backward(
+        dx, dr, dw, db = ctx.ops.backward(
             _rows(x),
-            None if residual is None else _rows(residual),
+            None if y is None else _rows(y),
             dyr,
             mean,
             stat,
@@ -84,12 +114,14 @@ class _BNActFunction(torch.autograd.Function):
             from_var=not ctx.batch_stats,
             batch_stats=ctx.batch_stats,
             need=(need_x, need_r, need_w or need_b),
+            y_mask=True,
         )
         return (
             None if dx is None else _nchw(dx, x),
             None if dr is None else _nchw(dr, x),
             dw.to(weight.dtype) if need_w else None,
             db.to(bias.dtype) if need_b else None,
+            None,
             None,
             None,
             None,
@@ -136,6 +168,7 @@ class BNAct(nn.Module):
         self.affine = True
         self.track_running_stats = track_running_stats
         self.residual = residual
+        self._dispatch = Dispatch()
         self.weight = nn.Parameter(torch.empty(num_features, **kw))
         self.bias = nn.Parameter(torch.empty(num_features, **kw))
         if track_running_stats:
@@ -170,6 +203,31 @@ class BNAct(nn.Module):
             f"track_running_stats={self.track_running_stats}, residual={self.residual}"
         )
 
+    def dispatch_counts(self) -> dict[str, int]:
+        """Calls so far: {"kernel": n}, and {"dtype float64": n} for inputs the kernels do not cover
+        (computed by bn_torch); a device the kernels cannot serve is an error, not a fallback."""
+        return dict(self._dispatch.counts)
+
+    def record_call(self, reason: str | None) -> None:
+        """Count one call in `dispatch_counts()`: the kernels (reason None) or the torch twin's reason."""
+        self._dispatch.record(reason)
+
+    def _check_device(self, x: torch.Tensor, residual: torch.Tensor | None) -> None:
+        """Refuse, with a BackendError, a device the kernels cannot run on, or tensors on two devices."""
+        if not interpreted_device_ok(x, bn_kernels.interpreting()):
+            where = "a CPU tensor" if x.device.type == "cpu" else f"a tensor on '{x.device}'"
+            raise BackendError(
+                f"BNAct runs Triton kernels, which need a CUDA GPU tensor; got {where}",
+                hint="move the model and its inputs to a GPU, use --backend torch, or set "
+                "TRITON_INTERPRET=1 to run the kernels in Triton's (slow) CPU interpreter on CPU tensors",
+            )
+        others = [t for t in (residual, self.weight) if t is not None and t.device != x.device]
+        if others:
+            raise BackendError(
+                f"BNAct got its input on '{x.device}' but its parameters or residual on '{others[0].device}'",
+                hint="move the model and its inputs to the same device (model.to(device))",
+            )
+
     def _load_from_state_dict(
         self,
         state_dict: dict,
@@ -200,16 +258,49 @@ class BNAct(nn.Module):
             A channels_last tensor of x's shape and dtype.
 
         Raises:
-            BackendError: x is on the CPU and Triton's interpreter is off.
+            BackendError: x is on a device the kernels cannot run on (a CPU tensor with
+                Triton's interpreter off, or anything but CUDA and CPU), or x, the residual
+                and the parameters are not all on one device.
             ValueError: a wrong shape, a missing or unexpected residual, or a single value
                 per channel in training (as nn.BatchNorm2d).
         """
-        if x.device.type == "cpu" and not bn_kernels.interpreting():
-            raise BackendError(
-                "BNAct runs Triton kernels, which need a CUDA GPU tensor; got a CPU tensor",
-                hint="move the model and its inputs to a GPU, use --backend torch, or set "
-                "TRITON_INTERPRET=1 to run the kernels in Triton's (slow) CPU interpreter",
-            )
+        prepared = self.prepare(x, residual)
+        if prepared is None:  # nothing to normalise; the statistics stay as they are
+            return torch.empty_like(x, memory_format=torch.channels_last)
+        x, residual, batch_stats, update, factor = prepared
+        ops, reason = kernel_ops(x)
+        self.record_call(reason)
+        return _BNActFunction.apply(
+            x,
+            residual,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            batch_stats,
+            update,
+            factor,
+            self.eps,
+            ops,
+        )
+
+    def prepare(
+        self, x: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, bool, bool, float] | None:
+        """Check one call's inputs and count the batch: what a forward needs, or None for an empty x.
+
+        Shared with the BN-ReLU-conv unit (archc_triton.bn_act_conv), which normalises with
+        this module's parameters and statistics.
+
+        Returns:
+            (x and the residual as channels_last, batch_stats, update, factor): normalise with
+            the batch's statistics (else the running ones), update the running ones with
+            momentum `factor`.
+
+        Raises:
+            BackendError, ValueError: as forward.
+        """
+        self._check_device(x, residual)
         if x.dim() != 4 or x.shape[1] != self.num_features:
             raise ValueError(
                 f"BNAct({self.num_features}) expected an N x {self.num_features} x H x W input, "
@@ -224,8 +315,8 @@ class BNAct(nn.Module):
         batch_stats = self.training or not self.track_running_stats
         if batch_stats and n * h * w == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
-        if x.numel() == 0:  # nothing to normalise; the statistics stay as they are
-            return torch.empty_like(x, memory_format=torch.channels_last)
+        if x.numel() == 0:
+            return None
         update = self.training and self.track_running_stats
         factor = 0.0
         if update:
@@ -235,15 +326,4 @@ class BNAct(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         if residual is not None:
             residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last)
-        return _BNActFunction.apply(
-            x,
-            residual,
-            self.weight,
-            self.bias,
-            self.running_mean,
-            self.running_var,
-            batch_stats,
-            update,
-            factor,
-            self.eps,
-        )
+        return x, residual, batch_stats, update, factor

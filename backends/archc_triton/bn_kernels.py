@@ -71,17 +71,24 @@ def _affine(mean_ptr, stat_ptr, w_ptr, b_ptr, cols, cmask, eps, FROM_VAR: tl.con
 
 
 @triton.jit
-def _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES: tl.constexpr):
+def _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES: tl.constexpr, Y_MASK: tl.constexpr):
     """(x, z): the tile of x and the pre-activation z = (x - mean) * scale + beta [+ r].
 
     The one expression for z, in the forward and both backward kernels, so the ReLU
     mask of the backward matches the forward exactly. x - mean before scaling:
     x*scale + (beta - mean*scale) cancels badly when |mean| >> std.
+    With Y_MASK (backward only, with a residual), r_ptr holds the forward's output
+    y = relu(z) instead of the residual, and z is y: the backward kernels use z only for
+    its sign, and y > 0 exactly where z > 0.
     """
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     z = (x - mean[None, :]) * scale[None, :] + beta[None, :]
     if HAS_RES:
-        z = z + tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        r = tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if Y_MASK:
+            z = r
+        else:
+            z = z + r
     return x, z
 
 
@@ -98,6 +105,7 @@ def _elementwise_tile(
     eps,
     FROM_VAR: tl.constexpr,
     HAS_RES: tl.constexpr,
+    Y_MASK: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
@@ -112,7 +120,7 @@ def _elementwise_tile(
     cmask = cols < C
     mask, offs = _tile(rows, cols, cmask, M, C)
     mean, invstd, scale, beta = _affine(mean_ptr, stat_ptr, w_ptr, b_ptr, cols, cmask, eps, FROM_VAR)
-    x, z = _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES)
+    x, z = _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES, Y_MASK)
     return cols, cmask, mask, offs, mean, invstd, scale, x, z
 
 
@@ -220,7 +228,7 @@ def forward_kernel(
 ):
     """y = relu((x - mean) * gamma * invstd + beta [+ r]) for one [BLOCK_M, BLOCK_C] tile."""
     _, _, mask, offs, _, _, _, _, z = _elementwise_tile(
-        x_ptr, r_ptr, mean_ptr, stat_ptr, w_ptr, b_ptr, M, C, eps, FROM_VAR, HAS_RES, BLOCK_M, BLOCK_C
+        x_ptr, r_ptr, mean_ptr, stat_ptr, w_ptr, b_ptr, M, C, eps, FROM_VAR, HAS_RES, False, BLOCK_M, BLOCK_C
     )
     y = tl.maximum(z, 0.0)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -242,6 +250,7 @@ def backward_sums_kernel(
     tiles_per_prog,
     FROM_VAR: tl.constexpr,
     HAS_RES: tl.constexpr,
+    Y_MASK: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
@@ -257,7 +266,7 @@ def backward_sums_kernel(
     for i in range(0, tiles_per_prog):
         rows = (pid_s + i * n_splits) * BLOCK_M + tl.arange(0, BLOCK_M)
         mask, offs = _tile(rows, cols, cmask, M, C)
-        x, z = _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES)
+        x, z = _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES, Y_MASK)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         dz = tl.where(z > 0.0, dy, 0.0)  # masked lanes load dy = 0
         x_hat = (x - mean[None, :]) * invstd[None, :]
@@ -286,6 +295,7 @@ def backward_kernel(
     inv_m,
     FROM_VAR: tl.constexpr,
     HAS_RES: tl.constexpr,
+    Y_MASK: tl.constexpr,
     BATCH_STATS: tl.constexpr,
     WRITE_DX: tl.constexpr,
     WRITE_DR: tl.constexpr,
@@ -294,7 +304,7 @@ def backward_kernel(
 ):
     """dx (batch or running statistics) and d_residual = dz for one tile."""
     cols, cmask, mask, offs, mean, invstd, scale, x, z = _elementwise_tile(
-        x_ptr, r_ptr, mean_ptr, stat_ptr, w_ptr, b_ptr, M, C, eps, FROM_VAR, HAS_RES, BLOCK_M, BLOCK_C
+        x_ptr, r_ptr, mean_ptr, stat_ptr, w_ptr, b_ptr, M, C, eps, FROM_VAR, HAS_RES, Y_MASK, BLOCK_M, BLOCK_C
     )
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dz = tl.where(z > 0.0, dy, 0.0)
@@ -429,16 +439,20 @@ def backward(
     batch_stats: bool,
     need: tuple[bool, bool, bool],
     *,
+    y_mask: bool = False,
     block_m: int | None = None,
     max_splits: int | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of `forward`: one reduction (if any sums are needed) and one elementwise pass.
 
     Args:
-        x, residual, mean, stat, weight, bias, eps, from_var: as given to `forward`.
+        x, residual, mean, stat, weight, bias, eps, from_var: as given to `forward`; with
+            `y_mask`, `residual` is forward's output y instead (the ReLU mask is y > 0).
         dy: the output gradient, a contiguous [M, C] matrix.
         batch_stats: mean/stat are this batch's statistics (their gradient flows into dx).
         need: whether to compute dx, d_residual, and (dgamma, dbeta).
+        y_mask: take the ReLU mask from the output y passed as `residual` (a residual's
+            backward then needs neither the residual nor anything recomputed from it).
         block_m, max_splits: as for `batch_stats`, for tests.
 
     Returns:
@@ -457,7 +471,7 @@ def backward(
         part = torch.empty((2, s, C), dtype=torch.float32, device=x.device)
         backward_sums_kernel[(c_blocks, s)](
             x, r, dy, mean, stat, weight, bias, part, M, C, eps, per_prog,
-            FROM_VAR=from_var, HAS_RES=has_res, BLOCK_M=bm, BLOCK_C=bc,
+            FROM_VAR=from_var, HAS_RES=has_res, Y_MASK=y_mask, BLOCK_M=bm, BLOCK_C=bc,
         )  # fmt: skip
         # [2, S, C] -> [2, C]: a fixed-order sum over the splits keeps results deterministic
         sums = part.sum(dim=1)
@@ -469,7 +483,7 @@ def backward(
             x, r, dy, mean, stat, weight, bias, sums if sums is not None else mean,
             dx if dx is not None else x, dr if dr is not None else x,
             M, C, eps, 1.0 / M,
-            FROM_VAR=from_var, HAS_RES=has_res, BATCH_STATS=batch_stats,
+            FROM_VAR=from_var, HAS_RES=has_res, Y_MASK=y_mask, BATCH_STATS=batch_stats,
             WRITE_DX=need_dx, WRITE_DR=need_dr, BLOCK_M=bm, BLOCK_C=bc,
         )  # fmt: skip
     if not need_affine or sums is None:

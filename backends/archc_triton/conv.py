@@ -32,6 +32,13 @@ get the kernels. The torch expression is also used for inputs the kernels do not
 (dtypes other than float32/bfloat16/float16, unbatched 3D input, CPU tensors outside the
 interpreter, input dtype or device differing from the weights'), which then also
 raises torch's own errors for mismatches.
+
+Mixed precision: under torch.autocast the kernels compute in autocast's dtype, as
+F.conv2d would: the input is cast to it and the weight comes from a cached copy in that
+dtype, refreshed when the parameter changes (archc_triton.dispatch). The bias stays in its
+own dtype; the epilogue reads it into the float32 accumulator. Each call is counted
+(`dispatch_counts()`: "kernel" or the fallback's reason), so a benchmark can show that
+no call took the fallback.
 """
 
 from __future__ import annotations
@@ -45,9 +52,9 @@ import triton
 from torch import nn
 
 from archc_triton import conv_kernels as K
+from archc_triton.dispatch import KERNEL_DTYPES, CastCache, Dispatch, compute_dtype, tf32_enabled
 
 ACTS = ("relu", "none")
-KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _pow2_clamp(n: int, lo: int, hi: int) -> int:
@@ -98,7 +105,7 @@ def _on_device(t: torch.Tensor) -> Any:
 def _input_precision(dtype: torch.dtype) -> str:
     # match what F.conv2d does with fp32 on the same machine: TF32 when cuDNN may use it
     if dtype == torch.float32 and not K.INTERPRETED and torch.version.hip is None:
-        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+        return "tf32" if tf32_enabled() else "ieee"
     return "ieee"
 
 
@@ -251,6 +258,8 @@ class FusedConv(nn.Conv2d):
         )
         self.act = act
         self.residual = residual
+        self._dispatch = Dispatch()
+        self._weight_cast = CastCache()
 
     def extra_repr(self) -> str:
         """nn.Conv2d's description plus the activation and whether a residual is added."""
@@ -261,19 +270,39 @@ class FusedConv(nn.Conv2d):
         """True when the conv is 1x1 without padding or groups, so it runs as one Triton GEMM."""
         return self.kernel_size == (1, 1) and self.padding == (0, 0) and self.groups == 1
 
-    def _needs_torch(self, x: torch.Tensor, residual: torch.Tensor | None) -> bool:
+    def dispatch_counts(self) -> dict[str, int]:
+        """Calls so far: {"kernel": n} and {fallback reason: n} (see fallback_reason)."""
+        return dict(self._dispatch.counts)
+
+    def fallback_reason(self, x: torch.Tensor, residual: torch.Tensor | None) -> str | None:
+        """Why this call must take the torch expression, or None when the kernels run it.
+
+        Args:
+            x: the input as given to forward.
+            residual: the residual as given to forward.
+
+        Returns:
+            None, or a short reason: "autograd", "not 4D", "dtype <d>", "dtype mismatch",
+            "device mismatch", "device <type>".
+        """
         if torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, residual, self.weight, self.bias)
         ):
-            return True  # autograd must see the ops: the kernels have no backward
-        return (
-            x.dim() != 4
-            or x.dtype not in KERNEL_DTYPES
-            or x.dtype != self.weight.dtype
-            or x.device != self.weight.device
-            or self.bias is None
-            or not (x.is_cuda or K.INTERPRETED)
-        )
+            return "autograd"  # autograd must see the ops: the kernels have no backward
+        if x.dim() != 4:
+            return "not 4D"
+        dtype = compute_dtype(x)
+        if dtype not in KERNEL_DTYPES:
+            return f"dtype {str(dtype).removeprefix('torch.')}"
+        if dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            return "dtype mismatch"  # torch's own error for it comes from the fallback
+        if x.device != self.weight.device:
+            return "device mismatch"
+        if self.bias is None:
+            return "no bias"
+        if not (x.is_cuda or K.INTERPRETED):
+            return f"device {x.device.type}"
+        return None
 
     def torch_forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """The reference expression, differentiable: act(F.conv2d(x, W, b) [+ residual]).
@@ -301,7 +330,8 @@ class FusedConv(nn.Conv2d):
                 module was built with residual=True; must have the output's shape.
 
         Returns:
-            [N, Cout, OH, OW] output in channels_last memory format and x's dtype.
+            [N, Cout, OH, OW] output in channels_last memory format, in x's dtype (autocast's
+            dtype under autocast).
 
         Raises:
             ValueError: residual given without residual=True or missing with it, or of the wrong shape.
@@ -311,13 +341,16 @@ class FusedConv(nn.Conv2d):
                 f"FusedConv built with residual={self.residual} was called "
                 f"{'with' if residual is not None else 'without'} a residual"
             )
-        if self._needs_torch(x, residual):
+        if not self._dispatch.record(self.fallback_reason(x, residual)):
             return self.torch_forward(x, residual)
-        x = x.contiguous(memory_format=torch.channels_last)
+        dtype = compute_dtype(x)  # autocast's dtype under autocast, else x's (== the weight's)
+        x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+        weight = self._weight_cast.get(self.weight, dtype)
         relu = self.act == "relu"
         if self.is_gemm:
-            return conv1x1(x, self.weight, self.bias, self.stride, residual, relu)
-        y = F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
+            return conv1x1(x, weight, self.bias, self.stride, residual, relu)
+        with torch.autocast(x.device.type, enabled=False):  # the inputs are already in `dtype`
+            y = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
         # F.conv2d keeps channels_last for a channels_last input; be sure before writing in place
         y = y.contiguous(memory_format=torch.channels_last)
         return bias_act_(y, self.bias, residual, relu)

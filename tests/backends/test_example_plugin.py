@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import shutil
-import site
 import subprocess
 import sys
 import tomllib
@@ -30,6 +29,7 @@ import archc
 from archc.backend import available, get_backend
 from archc.cli import main
 from archc.errors import BackendError
+from tests.venvs import make_venv, pip_install
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "archc-backend-example"
@@ -52,31 +52,8 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("example_venv")
     src = base / "archc-backend-example"
     shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    env_dir = base / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env_dir)],
-        check=True,
-        timeout=120,
-    )
-    python = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    parents = [*site.getsitepackages(), site.getusersitepackages()]
-    lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in parents if os.path.isdir(p))
-    Path(purelib, "_archc_parent_site.pth").write_text(lines)
-    proc = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index"]
-        + ["--disable-pip-version-check", "--quiet", str(src)],
-        capture_output=True,
-        text=True,
-        env=_clean_env(PIP_NO_INPUT="1"),
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"pip install of the example failed:\n{proc.stdout}\n{proc.stderr}"
+    python = make_venv(base / "venv", run_pth_files=True)
+    pip_install(python, src, _clean_env())
     return python
 
 

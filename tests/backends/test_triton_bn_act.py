@@ -246,12 +246,13 @@ def test_autograd_keeps_only_the_input_and_per_channel_statistics(residual: bool
         y = m(x, r)
     full = [t for t in saved if t.numel() == x.numel()]
     small = [t for t in saved if t.numel() != x.numel()]
-    # x and the residual themselves (no copies), nothing of the normalised activation or the output
+    # x itself (no copy) and, with a residual, the output (which its next reader keeps anyway):
+    # never the residual, nor the normalised activation
     assert len(full) == (2 if residual else 1)
-    assert {t.data_ptr() for t in full} == {t.data_ptr() for t in (x, r) if t is not None}
+    assert {t.data_ptr() for t in full} == {t.data_ptr() for t in (x, y if residual else None) if t is not None}
     assert all(t.numel() == c for t in small)
     total = sum(t.numel() * t.element_size() for t in saved)
-    assert total <= sum(t.numel() * t.element_size() for t in (x, r) if t is not None) + 4 * c * 4
+    assert total <= x.numel() * x.element_size() * len(full) + 4 * c * 4
     y.sum().backward()
     assert x.grad is not None and m.weight.grad is not None
 
@@ -303,3 +304,27 @@ def test_resnet20_triton_matches_torch() -> None:
     ref.eval()
     with torch.no_grad():
         torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_device_is_a_backend_error() -> None:
+    # the meta device stands for any device that is neither CUDA nor the interpreter's CPU
+    m = BNAct(3)
+    with pytest.raises(BackendError, match="CUDA GPU tensor; got a tensor on 'meta'"):
+        m(torch.randn(2, 3, 2, 2, device="meta"))
+    meta = BNAct(3, device="meta")
+    with pytest.raises(BackendError, match="parameters or residual on 'meta'"):
+        meta(torch.randn(2, 3, 2, 2))
+    r = BNAct(3, residual=True)
+    with pytest.raises(BackendError, match="residual on 'meta'"):
+        r(torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2, device="meta"))
+    assert int(m.num_batches_tracked) == 0  # refused before any statistics moved
+
+
+def test_bf16_autocast_runs_the_kernels_and_counts_them() -> None:
+    m, bn = _pair(5, residual=False)
+    x = torch.randn(2, 5, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), _reference(bn, x.to(torch.bfloat16).float(), None), rtol=2e-2, atol=2e-2)
+    assert m.dispatch_counts() == {"kernel": 1}

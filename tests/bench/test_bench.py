@@ -213,3 +213,18 @@ def test_train_loop_benchmark_measures_both_loops():
     bare = mod.bare_loop(r20, batch=8, iters=6, warmup=2, seed=0)
     ours = mod.archc_loop(r20, batch=8, iters=6, warmup=2, seed=0, workers=None)
     assert bare > 0 and ours > 0
+
+
+def test_triton_bf16_eval_reports_no_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 autocast with float32 parameters, as on a GPU; here in Triton's CPU interpreter."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    code, out, err = bench(
+        "specs/cifar/resnet20.arch", "--backend", "triton", "--baseline", "none", "--mode", "eval",
+        "--dtype", "bf16", "--batch", "2", "--iters", "1", "--warmup", "0", "--set", "input_size=3x8x8", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    row = candidates(out)["archc[triton]"]
+    assert row["status"] == "ok", row
+    # 19 FusedConvs (stem + 18 in the blocks), each called in the first and the timed step
+    assert row["dispatch"] == {"kernel": 38} and row["fallbacks"] == 0
+    assert "archc[triton]: 38 kernel calls, 0 torch fallbacks" in err

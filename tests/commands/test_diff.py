@@ -46,7 +46,7 @@ def test_option_a_vs_b_adds_projections() -> None:
 
     code, out, _ = run("diff", "specs/resnet34.arch", "--set-a", "shortcut=A", "--set-b", "shortcut=B")
     assert code == 0
-    assert "params +173,824 (+0.17M, +0.80%)" in out
+    assert "params +173,824 (+174 k, +0.80%)" in out
     assert "layers only in B (6):" in out and "layer2.0.downsample.0  conv -> 128x28x28, 8,192 params" in out
     assert "* layer2" in out and "  layer1 " in out
 
@@ -112,3 +112,40 @@ def test_errors_exit_2() -> None:
 def test_help_has_examples() -> None:
     code, out, _ = run("diff", "--help")
     assert code == 0 and "Examples:" in out and "--set-a shortcut=A --set-b shortcut=B" in out
+
+
+def test_rows_pair_by_place_not_by_generated_name(tmp_path: Path) -> None:
+    # A's unnamed ReLUs are `relu` (after the stem) and `relu_1` (the last); B's only one, the last, is `relu`
+    a, b = tmp_path / "a.arch", tmp_path / "b.arch"
+    a.write_text(
+        "net a(input_size=3x8x8) {\n  input input_size\n  conv1: conv(3x3, 4)\n  relu\n"
+        "  conv2: conv(3x3, 4)\n  relu\n}\n"
+    )
+    b.write_text(
+        "net b(input_size=3x8x8) {\n  input input_size\n  conv1: conv(3x3, 4)\n  bn1: bn\n"
+        "  conv2: conv(3x3, 4)\n  relu\n}\n"
+    )
+    code, out, _ = run("diff", a, b, "--json")
+    assert code == 0
+    d = json.loads(out)
+    rows = [(s.get("name_a"), s["name"], s["a"] is not None, s["b"] is not None) for s in d["stages"]]
+    assert rows == [
+        (None, "conv1", True, True),
+        (None, "relu", True, False),  # the stem ReLU is A's alone
+        (None, "bn1", False, True),
+        (None, "conv2", True, True),
+        ("relu_1", "relu", True, True),  # the last ReLUs are one row
+    ]
+    assert [n["name"] for n in d["only_in_a"]] == ["relu"] and [n["name"] for n in d["only_in_b"]] == ["bn1"]
+    # conv2 reads the stem ReLU in A and bn1 in B; the last ReLUs read the paired conv2s: unchanged
+    assert [(c.get("name_a"), c["name"]) for c in d["changed"]] == [(None, "conv2")]
+    code, text, _ = run("diff", a, b)
+    assert "  relu_1 -> relu " in text and "* relu " in text
+
+
+def test_bottleneck_relus_pair_with_their_places() -> None:
+    code, out, _ = run("diff", "specs/resnet18.arch", "specs/resnet50.arch", "--json")
+    assert code == 0
+    pairs = {c["name"]: c.get("name_a") for c in json.loads(out)["changed"]}
+    # the basic block's last ReLU (relu_1) is the bottleneck's last (relu_2), not its middle one
+    assert pairs["layer1.0.relu_2"] == "layer1.0.relu_1" and "layer1.0.relu_1" not in pairs

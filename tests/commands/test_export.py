@@ -249,3 +249,21 @@ def test_help_has_examples() -> None:
     assert "Examples:" in out and "archc export specs/" in out
     for fmt in ("onnx", "torchscript", "python"):
         assert fmt in out
+
+
+def test_python_source_claims_only_what_is_true(tmp_path: Path) -> None:
+    import ast
+
+    import archc
+    from archc.commands.export import python_source
+
+    b = archc.build(RESNET20, lower=False)
+    src, cls = python_source(b, tmp_path / "net.py", tmp_path / "net.safetensors")
+    tree = ast.parse(src)
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported - {"__future__", "math", "typing", "collections"} == {"torch"}  # what "imports only torch" says
+    doc = " ".join(ast.get_docstring(tree).split())
+    assert f"This file imports only torch. {cls}()" in doc and "Needs only torch" not in doc
+    # the loader in the docstring reads safetensors: the docstring says so
+    assert "from safetensors.torch import load_file" in doc and "needs the safetensors package" in doc

@@ -67,9 +67,8 @@ def test_other_metrics(tmp_path):
     det = _run_dir(tmp_path, "faster-0001", base=1.0, detection=True)
     doc = json.loads(_invoke([det, "--metric", "AP50", "--json"]).stdout)
     c = doc["runs"][0]
-    assert (
-        c["percent"] is False and c["train"]["iter"] == [] and c["test"]["value"] == pytest.approx([0.23, 0.26, 0.29])
-    )
+    # APs are fractions in the log, drawn in percent as archc eval prints them
+    assert c["percent"] is True and c["train"]["iter"] == [] and c["test"]["value"] == pytest.approx([0.23, 0.26, 0.29])
     r = _invoke([det, "--metric", "loss", "-o", tmp_path / "loss.png", "--json"])
     assert r.exit_code == 0 and (tmp_path / "loss.png").read_bytes()[:8] == PNG
     assert json.loads(r.stdout)["runs"][0]["train"]["iter"] == list(range(10, 91, 10))
@@ -103,3 +102,36 @@ def test_help_has_examples():
     r = CliRunner().invoke(plot, ["--help"])
     assert r.exit_code == 0 and "archc plot runs/plain20-0001 runs/resnet20-0001 -o curves.png" in r.output
     assert "%%" not in r.output
+
+
+def test_same_run_names_in_different_folders_get_distinct_labels(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "x").mkdir(parents=True)
+    (tmp_path / "c" / "x").mkdir(parents=True)
+    one = _run_dir(tmp_path / "a", "resnet20-0001", base=2.0)
+    two = _run_dir(tmp_path / "b" / "x", "resnet20-0001", base=3.0)
+    three = _run_dir(tmp_path / "c" / "x", "resnet20-0001", base=4.0)
+    other = _run_dir(tmp_path / "a", "plain20-0001", base=3.0)
+    doc = json.loads(_invoke([one, two, three, other, "--json"]).stdout)
+    assert [c["run"] for c in doc["runs"]] == [
+        "a/resnet20-0001",
+        "b/x/resnet20-0001",
+        "c/x/resnet20-0001",
+        "plain20-0001",
+    ]
+    assert [c["path"] for c in doc["runs"]] == [str(p) for p in (one, two, three, other)]
+    svg = tmp_path / "same.svg"
+    assert _invoke([one, two, "-o", svg]).exit_code == 0
+    text = svg.read_text()
+    assert "<!-- a/resnet20-0001 -->" in text and "<!-- x/resnet20-0001 -->" in text  # the shortest suffix
+
+
+def test_ap_in_percent_and_no_training_legend_without_training_curves(tmp_path):
+    det = _run_dir(tmp_path, "faster-0001", base=1.0, detection=True)
+    svg = tmp_path / "ap.svg"
+    assert _invoke([det, "--metric", "AP50", "-o", svg]).exit_code == 0
+    text = svg.read_text()  # matplotlib writes each text as a comment before its glyphs
+    assert "<!-- AP50 (%) -->" in text and "<!-- test -->" in text and "dashed" not in text
+    both = tmp_path / "err.svg"
+    assert _invoke([_run_dir(tmp_path, "r-0001", base=2.0), "-o", both]).exit_code == 0
+    assert "<!-- dashed: training, bold: test -->" in both.read_text()

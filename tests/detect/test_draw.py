@@ -56,3 +56,27 @@ def test_bad_inputs_are_data_errors():
         draw_detections(torch.zeros(3, 8, 8), BOX, [1, 1], [0.9], ["a"])
     with pytest.raises(DataError, match="ndarray"):
         draw_detections(np.zeros((8, 8, 3)), BOX, [1], [0.9], ["a"])
+
+
+def test_labels_go_below_a_box_at_the_top_edge_and_stay_in_the_image():
+    img = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    top = torch.tensor([[40.0, 2.0, 62.0, 30.0]])  # no room above; the label is wider than the room right
+    out = np.asarray(draw_detections(img, top, torch.tensor([1]), torch.tensor([0.9]), ["square"]))
+    colour = np.array(class_colour(1))
+    assert not out[5:28, 43:60].any()  # the inside of the box stays visible
+    below = (out[32:42, :] == colour).all(axis=2)
+    assert below.mean() > 0.1 and below[:, 63].any()  # under the box, clamped to the right edge
+
+
+def test_small_images_are_enlarged_by_a_whole_factor():
+    img = torch.zeros(3, 128, 96, dtype=torch.uint8)
+    img[:, 60:70, 30:40] = 200  # a 10x10 object
+    out = draw_detections(img, torch.tensor([[25.0, 55.0, 45.0, 75.0]]), [1], [0.9], ["a"], min_size=512)
+    arr = np.asarray(out)
+    assert out.size == (96 * 6, 128 * 6)  # ceil(512 / 96) = 6
+    assert (arr[60 * 6 : 70 * 6, 30 * 6 : 40 * 6] == 200).all()  # the object, pixel for pixel
+    assert (arr[65 * 6, 25 * 6] == PALETTE[0]).all() and (arr[65 * 6, 45 * 6] == PALETTE[0]).all()  # the box scaled
+    label = (arr[55 * 6 - 11 : 55 * 6, 25 * 6 : 25 * 6 + 30] == PALETTE[0]).all(axis=2)
+    assert label.mean() > 0.3  # above the box, 11 px tall against a 60 px object
+    same = draw_detections(torch.zeros(3, 600, 800, dtype=torch.uint8), BOX, [1], [0.9], ["a"], min_size=512)
+    assert same.size == (800, 600)

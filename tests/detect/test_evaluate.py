@@ -31,7 +31,7 @@ def test_perfect_detections_score_1_everywhere(test_set, capsys):
     assert m["AP"] == pytest.approx(1.0) and m["AP50"] == pytest.approx(1.0) and m["AP75"] == pytest.approx(1.0)
     assert set(m["per_class"]) == {"square", "circle", "triangle"}
     assert all(v == {"AP": pytest.approx(1.0), "AP50": pytest.approx(1.0)} for v in m["per_class"].values())
-    assert set(KEYS) <= set(m) and all(0.0 <= m[k] <= 1.0 for k in KEYS)
+    assert set(KEYS) <= set(m) and all(m[k] is None or 0.0 <= m[k] <= 1.0 for k in KEYS)
     assert capsys.readouterr().out == ""  # pycocotools' prints are captured
     coco_evaluate(test_set, _perfect(test_set), verbose=True)
     assert "Average Precision" in capsys.readouterr().out
@@ -63,7 +63,8 @@ def test_wrong_labels_and_missed_images_lower_the_right_class(test_set):
 def test_no_detections_are_zeros_not_a_crash(test_set):
     for dets in ({}, {1: {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}}):
         m = coco_evaluate(test_set, dets)
-        assert all(m[k] == 0.0 for k in KEYS)
+        # 10-60 px objects: nothing in the large bucket (over 96x96 px) to score
+        assert all(m[k] == 0.0 for k in KEYS if k != "APl") and m["APl"] is None
         assert m["per_class"] == {n: {"AP": 0.0, "AP50": 0.0} for n in ["square", "circle", "triangle"]}
 
 
@@ -97,3 +98,13 @@ def test_table_has_a_row_per_class_and_the_summary(test_set):
     text = console.export_text()
     for word in ("square", "circle", "triangle", "all", "100.0", "AP75 100.0", "shapes"):
         assert word in text
+
+
+def test_an_empty_size_bucket_is_none_and_shown_as_n_a(test_set):
+    # the shapes are 10-60 px: small and medium objects, no large ones (over 96x96 px)
+    m = coco_evaluate(test_set, _perfect(test_set))
+    assert m["APl"] is None and m["APm"] == pytest.approx(1.0) and m["APs"] == pytest.approx(1.0)
+    console = Console(width=120, record=True)
+    console.print(format_table(m))
+    text = console.export_text()
+    assert "APl n/a" in text and "APl 0.0" not in text and "APm 100.0" in text

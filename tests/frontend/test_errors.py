@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,9 @@ from archc.errors import (
     UnknownNameError,
     UseError,
 )
-from archc.frontend import elaborate, load
+from archc.frontend import MAX_NODES, elaborate, load
+from archc.frontend.elaborate import STEPS_PER_NODE, Elaborator
+from archc.ir import Graph
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -498,55 +500,86 @@ def test_cli_set_key_the_net_does_not_have(tmp_path: Path) -> None:
 # --- size bounds ----------------------------------------------------------------------------------------------
 
 
-def _timed_fail(text: str, exc: type[ArchcError], **kw) -> ArchcError:
-    t0 = time.perf_counter()
+@dataclass
+class Work:
+    """What the elaborator did before it refused: graph nodes added, block calls and repeat iterations."""
+
+    nodes: int = 0
+    steps: int = 0
+
+
+def _bounded_fail(text: str, exc: type[ArchcError], monkeypatch: pytest.MonkeyPatch, **kw) -> tuple[ArchcError, Work]:
+    """Elaborate `text`, which must fail with `exc` within the node and step bounds; return the error and the work.
+
+    A runaway spec is refused after bounded work (counted, not timed): never more nodes than the bound, nor
+    more block calls and repeat iterations than the step bound.
+    """
+    work = Work()
+    add_node, step = Graph.add_node, Elaborator._step
+
+    def counted_add_node(self, *a, **k):
+        work.nodes += 1
+        return add_node(self, *a, **k)
+
+    def counted_step(self, loc):
+        work.steps += 1
+        return step(self, loc)
+
+    monkeypatch.setattr(Graph, "add_node", counted_add_node)
+    monkeypatch.setattr(Elaborator, "_step", counted_step)
     err = fail(text, exc, **kw)
-    assert time.perf_counter() - t0 < 2.0, "a runaway spec must be refused quickly"
-    return err
+    bound = kw.get("max_nodes", MAX_NODES)
+    assert work.nodes <= bound and work.steps <= STEPS_PER_NODE * bound + 1000 + 1, work
+    return err, work
 
 
-def test_repeat_count_in_the_millions() -> None:
+def test_repeat_count_in_the_millions(monkeypatch: pytest.MonkeyPatch) -> None:
     text = "net n {\n  input 3x32x32\n  repeat 5000000 {\n    relu\n  }\n}\n"
-    err = _timed_fail(text, LimitError)
+    err, work = _bounded_fail(text, LimitError, monkeypatch)
+    assert work == Work(nodes=1, steps=0), "refused before the first iteration"
     assert err.message == "repeat count 5000000 is past the limit of 100000"
     assert_at(err, text, 3, "5000000")
     assert "typo" in err.hint
 
 
-def test_nested_repeats_past_the_node_bound() -> None:
+def test_nested_repeats_past_the_node_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     text = (
         "net n {\n  input 3x32x32\n"
         "  repeat 100 {\n    repeat 100 {\n      repeat 100 {\n        relu\n      }\n    }\n  }\n}\n"
     )
-    err = _timed_fail(text, LimitError)
+    err, work = _bounded_fail(text, LimitError, monkeypatch)
+    assert work.nodes == 1 + 100 * 100, "refused after the first outer iteration shows its size"
     assert "past the limit of 100000" in err.message
     assert_at(err, text, 3, "100")
 
 
-def test_nested_repeats_past_a_small_node_bound() -> None:
+def test_nested_repeats_past_a_small_node_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     text = "net n {\n  input 3x32x32\n  repeat 30 {\n    repeat 30 {\n      relu\n    }\n  }\n}\n"
-    err = _timed_fail(text, LimitError, max_nodes=500)
+    err, work = _bounded_fail(text, LimitError, monkeypatch, max_nodes=500)
+    assert work.nodes == 1 + 30
     assert "past the limit of 500" in err.message
     assert_at(err, text, 3, "30")
 
 
-def test_nested_repeats_with_empty_bodies() -> None:
+def test_nested_repeats_with_empty_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
     # no graph nodes at all, but 10^10 iterations: refused, not run
     text = (
         "net n {\n  input 3x32x32\n"
         "  repeat 99999 {\n    repeat 99999 {\n      if false {\n        relu\n      }\n    }\n  }\n}\n"
     )
-    err = _timed_fail(text, LimitError)
+    err, work = _bounded_fail(text, LimitError, monkeypatch)
+    assert work.nodes == 1 and work.steps == STEPS_PER_NODE * MAX_NODES + 1000 + 1
     assert "block calls and repeat iterations" in err.message
     assert_at(err, text, 4, "99999")
 
 
-def test_exponential_block_calls_with_empty_bodies() -> None:
+def test_exponential_block_calls_with_empty_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
     # b9 makes 10^9 calls of the empty block b0
     calls = {i: " ".join([f"b{i - 1}"] * 10) for i in range(1, 10)}
     blocks = "block b0() {\n}\n" + "".join(f"block b{i}() {{\n  {calls[i]}\n}}\n" for i in range(1, 10))
     text = blocks + "net n {\n  input 3x32x32\n  b9\n}\n"
-    err = _timed_fail(text, LimitError)
+    err, work = _bounded_fail(text, LimitError, monkeypatch)
+    assert work.nodes == 1 and work.steps == STEPS_PER_NODE * MAX_NODES + 1000 + 1
     assert "block calls and repeat iterations" in err.message
     assert err.loc is not None and err.loc.source.path == "<spec>"
     assert err.notes[-1] == f"in block 'b9' called at <spec>:{len(text.splitlines()) - 1}:3 (as the net)"

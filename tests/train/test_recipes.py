@@ -102,3 +102,14 @@ def test_the_recipe_file_in_the_docs_loads(tmp_path):
     p.write_text(block)
     r = load_recipe(p)
     assert (r.iters, r.milestones, r.warmup_lr, r.pad_crop) == (6400, (3200, 4800), None, 4)
+
+
+def test_scaling_keeps_a_minimum_test_interval():
+    # --iters 20 of the CIFAR recipe (a test every 2000 of 64000) once ran 20 test passes
+    r = CIFAR.scaled(20)
+    assert r.eval_every == 20 and r.log_every <= 20
+    r = CIFAR.scaled(800)  # the embedded digits' default: 25 = 2000 * 800 / 64000 is the floor
+    assert r.eval_every == 25
+    assert CIFAR.scaled(100).eval_every == 25 and CIFAR.scaled(64).eval_every == 25
+    # an explicit interval still wins
+    assert override(CIFAR.scaled(20), {"eval_every": "3"}).eval_every == 3

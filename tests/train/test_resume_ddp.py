@@ -49,10 +49,11 @@ def test_sigkill_then_resume_ends_with_identical_weights(tmp_path):
 
     runs = tmp_path / "killed"
     cmd = [sys.executable, "-m", "archc", "train", SPEC, *COMMON, "--runs", str(runs), *args]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
+    # stderr to a file: an unread pipe could fill and stall the run
+    with open(tmp_path / "killed.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=log)
     killed_at = -1
-    while time.time() < deadline:
+    while True:  # bounded by the run's 24 iterations: the loop ends when the process does, however slow
         last = next(runs.glob("*/last.safetensors"), None) if runs.exists() else None
         if last is not None and _iteration(last) >= 6:
             proc.send_signal(signal.SIGKILL)
@@ -88,17 +89,21 @@ def _torchrun(args: list[str], runs: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
 
 
-def _worst_relative_difference(a: dict, b: dict, init: dict) -> float:
-    """max |a - b| / max |a - init| over the trained tensors: the disagreement as a share of the update."""
-    worst = 0.0
+def _relative_difference(a: dict, b: dict, init: dict) -> float:
+    """||a - b|| / ||a - init|| over all trained tensors: the disagreement as a share of the whole update.
+
+    A norm over every tensor, not the worst single element: an element whose update nearly cancels makes a
+    per-element ratio measure float noise (measured on a 2-core AMD EPYC: 1 vs 2 threads in one process
+    differ by 3.1% of the update at the worst element, but by 0.028% in this norm).
+    """
+    num = den = 0.0
     for k, v in init.items():
         if k.endswith("num_batches_tracked"):
             assert torch.equal(a[k], b[k])
             continue
-        update = (a[k].double() - v.double()).abs().max().item()
-        diff = (a[k].double() - b[k].double()).abs().max().item()
-        worst = max(worst, diff / max(update, 1e-12))
-    return worst
+        num += (a[k].double() - b[k].double()).square().sum().item()
+        den += (a[k].double() - v.double()).square().sum().item()
+    return (num / max(den, 1e-24)) ** 0.5
 
 
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
@@ -116,13 +121,14 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
     b = _model_weights(two_dir / "last.safetensors")
     torch.manual_seed(0)
     init = archc.compile(SPEC).state_dict()
-    # Float32 sums in another order (all-reduce, thread count) move single updates by up to ~2% in this set-up
-    # (measured: 1 vs 2 threads in one process differ by 1.9% of the update); a wrong gradient scale or
-    # unsynchronised BN statistics differ by far more, as the per-process BN run below shows.
-    synced = _worst_relative_difference(a, b, init)
-    assert synced < 0.05, synced
+    # Float32 sums in another order (all-reduce, thread count) move the weights by a few 1e-4 of the update
+    # here (measured 2026-11-30: 1 vs 2 threads in one process 0.00028, two synced processes 0.00035); a
+    # wrong gradient scale or unsynchronised BN statistics differ by far more (the per-process BN run below:
+    # 0.033), so the bounds sit well clear of both (about 9x above the noise, 3x below the unsynced run).
+    synced = _relative_difference(a, b, init)
+    assert synced < 0.003, synced
     apart = _torchrun(args, tmp_path / "apart")
     assert apart.returncode == 0, apart.stderr[-3000:]
     (apart_dir,) = (tmp_path / "apart").iterdir()
     c = _model_weights(apart_dir / "last.safetensors")
-    assert _worst_relative_difference(a, c, init) > 0.2
+    assert _relative_difference(a, c, init) > 0.01
