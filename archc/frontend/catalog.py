@@ -111,8 +111,13 @@ def resolve(spec: str | os.PathLike) -> str:
         ArchcError: neither a file nor a catalogue name; the hint names the closest entry.
     """
     path = os.fspath(spec)
-    if "\0" not in path and os.path.isfile(path):
-        return path
+    try:
+        os.lstat(path)
+        return path  # anything that exists is the user's file: read_spec says why a directory or FIFO is refused
+    except ValueError:
+        return path  # a NUL, or a name no file system can hold: read_spec says so
+    except OSError:
+        pass
     found = lookup(path) if "\0" not in path else None
     if found is not None:
         return str(found)
