@@ -145,6 +145,17 @@ def test_a_file_name_never_reaches_the_code(tmp_path: Path, evil: str) -> None:
     assert sorted(os.listdir(tmp_path)) == sorted([name, "out", "w.safetensors", "e.py", "e.safetensors"])
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton", "onnxruntime"])
+@pytest.mark.parametrize("evil", EVIL)
+def test_every_backends_source_escapes_the_origin(backend: str, evil: str) -> None:
+    # `archc build --backend B -o DIR` writes B's source() with the spec's file name as its origin
+    g = archc.build(SPEC, mode="eval", lower=False).graph
+    b = get_backend(backend)
+    src = b.source(g, origin=evil)
+    compile(src, "generated", "exec")
+    assert code_of(src) == code_of(b.source(g, origin="t.arch"))  # only comments and docstrings differ
+
+
 def test_a_file_name_with_a_nul_is_an_error() -> None:
     with pytest.raises(ArchcError, match="cannot contain a NUL"):
         archc.compile(Path(EVIL[-1] + ".arch"))
