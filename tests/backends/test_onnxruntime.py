@@ -36,6 +36,11 @@ def _specs() -> list:
         if path.parent.name == "blocks":
             continue
         marks = [pytest.mark.slow] if path.stem in SLOW else []
+        if path.stem == "resnet1202":
+            # Measured 2026-11-30 (this suite, twice): onnxruntime returns NaN for every logit of the
+            # random-weight ResNet-1202 at 3x16x16 while the torch backend's are finite (|max| 3244).
+            # Not understood yet (issue 13 stays open for it); non-strict so a fix shows as XPASS.
+            marks.append(pytest.mark.xfail(reason="onnxruntime gives NaN on random-weight ResNet-1202", strict=False))
         out.append(pytest.param(path, id=str(path.relative_to(SPECS)), marks=marks))
     return out
 
