@@ -13,31 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from archc.ir.graph import Graph, Node
+from archc.ir.ops import dims_text, is_one
+from archc.ir.registry import OPS
 
 DEPTHS = ("layer", "block", "stage")
-CONV_OPS = ("conv", "fused_conv")
-RESIDUAL_OPS = ("fused_conv", "bn_act")  # ops that take a shortcut as their second input
-
-
-def _dims(v: Any) -> str:
-    if isinstance(v, (tuple, list)):
-        if len(v) == 2 and v[0] == v[1]:
-            return str(v[0])
-        return "x".join(str(d) for d in v)
-    return str(v)
-
-
-def _kernel(v: Any) -> str:
-    if isinstance(v, (tuple, list)):
-        return "x".join(str(d) for d in v)
-    return f"{v}x{v}"
-
-
-def _is_one(v: Any) -> bool:
-    return v is None or all(d == 1 for d in (v if isinstance(v, (tuple, list)) else (v,)))
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -45,62 +26,12 @@ def shape_text(shape: Sequence[int]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def _conv_label(a: dict[str, Any]) -> str:
-    parts = [f"{_kernel(a['kernel'])} conv", str(a["out"])]
-    if not _is_one(a.get("stride")):
-        parts.append(f"/{_dims(a['stride'])}")
-    if not _is_one(a.get("dilation")):
-        parts.append(f"dilation {_dims(a['dilation'])}")
-    if a.get("groups", 1) != 1:
-        parts.append(f"groups {a['groups']}")
-    return ", ".join(parts)
-
-
-def _pool_label(kind: str, a: dict[str, Any]) -> str:
-    if a.get("kernel") is None:
-        return f"{kind} pool"
-    label = f"{_kernel(a['kernel'])} {kind} pool"
-    if not _is_one(a.get("stride")):
-        label += f", /{_dims(a['stride'])}"
-    return label
-
-
 def node_label(node: Node) -> str:
-    """The Fig. 3 style label of one IR node: "3x3 conv, 128, /2", "fc 1000", "+"."""
-    a, op = node.attrs, node.op
-    if op == "input":
+    """The Fig. 3 style label of one IR node: "3x3 conv, 128, /2", "fc 1000", "+" (from the op registry)."""
+    if node.op == "input":
         return f"input, {shape_text(node.shape)}"
-    if op == "conv":
-        return _conv_label(a)
-    if op == "fused_conv":
-        parts = [_conv_label(a)]
-        if a.get("folded_bn"):
-            parts.append("bn")
-        if a.get("residual"):
-            parts.append("add")
-        if a.get("act", "none") != "none":
-            parts.append(str(a["act"]))
-        return " + ".join(parts)
-    if op == "bn_act":
-        parts = ["bn"]
-        if a.get("residual"):
-            parts.append("add")
-        if a.get("act", "none") != "none":
-            parts.append(str(a["act"]))
-        return " + ".join(parts)
-    if op == "maxpool":
-        return _pool_label("max", a)
-    if op == "avgpool":
-        return _pool_label("avg", a)
-    if op == "linear":
-        return f"fc {a['out']}"
-    if op == "add":
-        return "+"
-    if op == "subsample":
-        return f"subsample /{_dims(a['stride'])}"
-    if op == "pad":
-        return f"zero-pad to {a['out']}"
-    return op  # bn, relu, flatten, identity, and any op added later
+    spec = OPS.get(node.op)
+    return spec.text(node.attrs) if spec is not None else node.op
 
 
 # --- the view: the nodes and edges drawn at one depth ---------------------------------------
@@ -141,7 +72,12 @@ def _group_key(node: Node, depth: str) -> str:
 
 
 def _is_shortcut_edge(dst: Node, slot: int) -> bool:
-    return slot == 1 and (dst.op == "add" or (dst.op in RESIDUAL_OPS and bool(dst.attrs.get("residual"))))
+    spec = OPS.get(dst.op)
+    return spec is not None and slot == spec.shortcut_slot and len(dst.inputs) > slot
+
+
+def _has_shortcut(node: Node) -> bool:
+    return any(_is_shortcut_edge(node, slot) for slot in range(len(node.inputs)))
 
 
 def _exit_node(graph: Graph, members: list[Node]) -> Node:
@@ -166,14 +102,14 @@ def _block_summary(graph: Graph, members: list[Node]) -> tuple[str, str]:
         cur = by_name.get(cur.inputs[0]) if cur.inputs else None
     main.reverse()
     main_names = {m.name for m in main}
-    convs = [m for m in main if m.op in CONV_OPS]
-    residual = any(m.op == "add" or (m.op in RESIDUAL_OPS and m.attrs.get("residual")) for m in members)
+    convs = [m for m in main if m.op in OPS and OPS[m.op].family == "conv"]
+    residual = any(_has_shortcut(m) for m in members)
     width = shape_text(exit_node.shape[:1]) if exit_node.shape else ""
     if not convs:
         kind = ""
         head = f"{len(members)} layers, {shape_text(exit_node.shape)}"
     else:
-        kernels = [_kernel(c.attrs["kernel"]) for c in convs]
+        kernels = ["x".join(map(str, c.attrs["kernel"])) for c in convs]
         if kernels == ["3x3", "3x3"]:
             kind = "basic"
         elif kernels == ["1x1", "3x3", "1x1"]:
@@ -183,9 +119,9 @@ def _block_summary(graph: Graph, members: list[Node]) -> tuple[str, str]:
         if not residual and kind in ("basic", "bottleneck"):
             kind = "plain " + kind
         head = f"{kind} {width}"
-        strides = [c.attrs.get("stride") for c in convs if not _is_one(c.attrs.get("stride"))]
+        strides = [c.attrs.get("stride") for c in convs if not is_one(c.attrs.get("stride"))]
         if strides:
-            head += f", /{_dims(strides[0])}"
+            head += f", /{dims_text(strides[0])}"
     short = [node_label(m) for m in members if m.name not in main_names]
     if short:
         head += "\nshortcut: " + " + ".join(short)
@@ -266,11 +202,12 @@ def _node_attrs(v: VNode) -> str:
     if v.kind == "layer":
         node = v.members[0]
         attrs["tooltip"] = f"{node.name} ({node.op})"
-        if node.op == "add":
+        spec = OPS.get(node.op)
+        if not any(c.isalnum() for c in v.label):  # a symbol such as "+": drawn as a small circle
             attrs.update(shape="circle", width="0.3", fixedsize="true", fontsize="12")
         elif node.op == "input":
             attrs.update(shape="box", style="filled", fillcolor="#eeeeee")
-        elif node.op in ("fused_conv", "bn_act"):
+        elif spec is not None and not spec.surface:  # an op the passes made (fused)
             attrs.update(style="rounded,filled", fillcolor="#e6f0ff")
     else:
         attrs["tooltip"] = f"{v.id} ({len(v.members)} IR nodes)"

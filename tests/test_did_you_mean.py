@@ -7,9 +7,9 @@ import pytest
 from archc.api import build
 from archc.errors import UnknownNameError, closest, did_you_mean
 from archc.frontend import catalog
-from archc.ir import LAYERS
+from archc.ir import surface_ops
 
-NAMES = [*LAYERS, "add", "input", "max", "min", "width", "stride", "momentum", "torch", "dce"]
+NAMES = [*surface_ops(), "input", "max", "min", "width", "stride", "momentum", "torch", "dce"]
 
 
 @pytest.mark.parametrize(

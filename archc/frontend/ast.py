@@ -122,23 +122,18 @@ class Arg:
 
 @dataclass(frozen=True)
 class Call:
-    """A layer or block applied to the current tensor: `conv(3x3, 64, /2)`, `bn`."""
+    """A layer or block applied to the current tensor: `conv(3x3, 64, /2)`, `bn`, `add { ... }`.
+
+    `branches` are the bodies in braces after the call: an op with branch inputs (like `add`)
+    takes the current tensor plus the result of each, every branch starting from the scope's input.
+    """
 
     name: str
     args: tuple[Arg, ...]
     loc: Loc
     label: str | None = None
     label_loc: Loc | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Add:
-    """Add the scope's input, through the optional branch in braces, to the current tensor."""
-
-    branch: tuple[Stmt, ...]
-    loc: Loc
-    label: str | None = None
-    label_loc: Loc | None = field(default=None, compare=False, repr=False)
+    branches: tuple[tuple[Stmt, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,7 +181,7 @@ class Cut:
     loc: Loc
 
 
-Stmt = Call | Add | Repeat | If | Input | Output | Cut
+Stmt = Call | Repeat | If | Input | Output | Cut
 
 # --- top level ---------------------------------------------------------------
 

@@ -26,8 +26,8 @@ from archc.frontend import ast, limits
 from archc.frontend.loader import BUILTIN_VARIABLES, Program
 from archc.frontend.parser import KEYWORDS, body_labels
 from archc.frontend.values import Evaluator, Symbol, Value, parse_value, same_type, type_name
-from archc.ir import LAYERS, OPS, Graph, Node, OpProblem
-from archc.ir.ops import MAX_DIM, REQUIRED, describe
+from archc.ir import OPS, Graph, Node, OpProblem, infer_node, surface_ops
+from archc.ir.registry import MAX_DIM, REQUIRED, describe
 
 MAX_NODES = 100_000
 MAX_REPEAT = 1_000_000
@@ -69,7 +69,7 @@ class _Namespace:
 class _Scope:
     ns: _Namespace
     env: dict[str, Value]
-    input: str  # the tensor `add` adds back: the block's / iteration's input
+    input: str  # where branches start (the tensor `add` adds back): the block's / iteration's input
 
 
 class Elaborator:
@@ -205,8 +205,6 @@ class Elaborator:
             t = type(s)
             if t is ast.Call:
                 self._call(s, scope)
-            elif t is ast.Add:
-                self._add(s, scope)
             elif t is ast.Repeat:
                 self._repeat(s, scope)
             elif t is ast.If:
@@ -279,9 +277,8 @@ class Elaborator:
                 loc,
                 hint="check repeat counts; a network this large is almost surely a typo",
             )
-        spec = OPS[op]
         try:
-            shape = spec.infer(attrs, [self.graph.node(i).shape for i in inputs])
+            attrs, shape = infer_node(op, attrs, [self.graph.node(i).shape for i in inputs])
         except OpProblem as p:
             raise ShapeError(p.message, loc, hint=p.hint) from None
         node = self.graph.add_node(name, op, inputs, attrs, shape, loc=self._loc(loc), labelled=labelled)
@@ -328,14 +325,6 @@ class Elaborator:
                 loc,
                 hint="check repeat counts and blocks that call other blocks many times",
             )
-
-    def _add(self, s: ast.Add, scope: _Scope) -> None:
-        main = self.cur
-        self.cur = scope.input
-        self._body(s.branch, scope)
-        short = self.cur
-        name = scope.ns.prefix + scope.ns.take(s.label, "add", s.label_loc or s.loc)
-        self._emit("add", name, (main, short), {}, s.loc, s.label is not None)
 
     def _repeat(self, s: ast.Repeat, scope: _Scope) -> None:
         n = self.ev.eval(s.count, scope.env)
@@ -406,17 +395,55 @@ class Elaborator:
             env["in_features"] = shape[0]
 
     def _call(self, s: ast.Call, scope: _Scope) -> None:
-        if s.name in LAYERS:
+        spec = OPS.get(s.name)
+        if spec is not None and spec.surface:
             self._layer(s, scope)
         elif s.name in self.program.blocks:
+            if s.branches:
+                raise ArgumentError(
+                    f"block '{s.name}' takes no branches in braces",
+                    s.loc,
+                    hint="only ops with branch inputs (like `add`) take `{ ... }` after the call",
+                )
             self._block(s, scope, self.program.blocks[s.name])
         else:
+            layers = surface_ops()
             raise UnknownNameError(
                 f"unknown layer or block '{s.name}'",
                 s.loc,
-                hint=did_you_mean(s.name, list(LAYERS) + list(self.program.blocks))
-                or f"layers: {', '.join(LAYERS)}; blocks come from `use`d files",
+                hint=did_you_mean(s.name, list(layers) + list(self.program.blocks))
+                or f"layers: {', '.join(layers)}; blocks come from `use`d files",
             )
+
+    def _branches(self, s: ast.Call, scope: _Scope) -> tuple[str, ...]:
+        """The inputs of a call: the current value, then (for ops with branch inputs) each branch's result.
+
+        Every branch starts from the scope's input; an op with branch inputs and no braces has one
+        empty branch, so a bare `add` adds the scope's input back.
+        """
+        spec = OPS[s.name]
+        main = self.cur
+        if not spec.branches:
+            if s.branches:
+                raise ArgumentError(
+                    f"'{s.name}' takes no branches in braces",
+                    s.loc,
+                    hint="only ops with branch inputs (like `add`) take `{ ... }` after the call",
+                )
+            return (main,)
+        ends = [main]
+        for branch in s.branches or ((),):
+            self.cur = scope.input
+            self._body(branch, scope)
+            ends.append(self.cur)
+        if len(ends) not in spec.arities:
+            want = " or ".join(str(n - 1) for n in spec.arities)
+            raise ArgumentError(
+                f"'{s.name}' takes {want} branch(es) in braces, got {len(ends) - 1}",
+                s.loc,
+                hint=_signature(s.name),
+            )
+        return tuple(ends)
 
     def _layer(self, s: ast.Call, scope: _Scope) -> None:
         spec = OPS[s.name]
@@ -455,8 +482,9 @@ class Elaborator:
             attrs = spec.check_attrs(given)
         except OpProblem as p:
             raise ArgumentError(p.message, where.get(p.attr or "", s.loc), hint=p.hint or _signature(s.name)) from None
+        inputs = self._branches(s, scope)
         name = scope.ns.prefix + scope.ns.take(s.label, s.name, s.label_loc or s.loc)
-        self._emit(s.name, name, (self.cur,), attrs, s.loc, s.label is not None)
+        self._emit(s.name, name, inputs, attrs, s.loc, s.label is not None)
 
     def _block(self, s: ast.Call, scope: _Scope, block: ast.Block) -> None:
         if block.name in self.stack:
@@ -547,16 +575,17 @@ class Elaborator:
 
 
 def _unlabelled_calls(body: tuple[ast.Stmt, ...]) -> list[ast.Call]:
-    """Unlabelled calls whose layers land in this body's namespace (through if/add, not repeat)."""
+    """Unlabelled calls whose layers land in this body's namespace (through if and branches, not repeat)."""
     out: list[ast.Call] = []
     for s in body:
-        if isinstance(s, ast.Call) and s.label is None:
-            out.append(s)
+        if isinstance(s, ast.Call):
+            if s.label is None:
+                out.append(s)
+            for branch in s.branches:
+                out += _unlabelled_calls(branch)
         elif isinstance(s, ast.If):
             for _, branch in s.branches:
                 out += _unlabelled_calls(branch)
-        elif isinstance(s, ast.Add):
-            out += _unlabelled_calls(s.branch)
     return out
 
 

@@ -9,7 +9,7 @@ from archc.errors import ArchcError, Loc, UnknownNameError, UseError
 from archc.frontend import ast, catalog
 from archc.frontend.parser import KEYWORDS, parse
 from archc.frontend.sources import check_size, read_spec
-from archc.ir.ops import LAYERS
+from archc.ir.registry import OPS
 
 # Symbols every spec may use: the paper's shortcut options and "none" (plain nets).
 BUILTIN_SYMBOLS = frozenset({"A", "B", "C", "none"})
@@ -110,7 +110,7 @@ class _Loader:
     def add_block(self, block: ast.Block) -> None:
         if block.name in KEYWORDS:
             raise UnknownNameError(f"'{block.name}' is a keyword and cannot name a block", block.loc)
-        if block.name in LAYERS or block.name in ("add", "input"):
+        if block.name in OPS:
             raise UnknownNameError(
                 f"block '{block.name}' has the name of a built-in layer",
                 block.loc,

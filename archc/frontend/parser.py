@@ -39,7 +39,7 @@ _TERMINAL_WORDS = {
 
 
 # the grammar's reserved words: a name spelled like one would be unreachable
-KEYWORDS = frozenset("use block net input output cut repeat as if elif else add and or not true false".split())
+KEYWORDS = frozenset("use block net input output cut repeat as if elif else and or not true false".split())
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,16 +53,17 @@ def _lark() -> Lark:
 
 
 def body_labels(stmts: tuple[ast.Stmt, ...]) -> set[str]:
-    """All labels written in a body, at any depth of if/repeat/add nesting."""
+    """All labels written in a body, at any depth of if and branch nesting."""
     out: set[str] = set()
     for s in stmts:
-        if isinstance(s, (ast.Call, ast.Add, ast.Repeat)) and s.label is not None:
+        if isinstance(s, (ast.Call, ast.Repeat)) and s.label is not None:
             out.add(s.label)
         if isinstance(s, ast.If):
             for _, body in s.branches:
                 out |= body_labels(body)
-        elif isinstance(s, ast.Add):
-            out |= body_labels(s.branch)
+        elif isinstance(s, ast.Call):
+            for branch in s.branches:
+                out |= body_labels(branch)
     return out
 
 
@@ -127,13 +128,8 @@ class _ToAst(Transformer):
         return children[0]
 
     def call(self, children: list) -> ast.Call:
-        name, args = children
-        return ast.Call(str(name), tuple(args or ()), self._loc(name))
-
-    @v_args(meta=True)
-    def add(self, meta: Any, children: list) -> ast.Add:
-        (branch,) = children
-        return ast.Add(branch or (), Loc(self.source, meta.line, meta.column, 3))
+        name, args, *branches = children
+        return ast.Call(str(name), tuple(args or ()), self._loc(name), branches=tuple(branches))
 
     @v_args(meta=True)
     def repeat(self, meta: Any, children: list) -> ast.Repeat:

@@ -1,7 +1,18 @@
-"""The graph IR: Graph, Node and the op specs (shape, params, multiply-adds)."""
+"""The graph IR: Graph, Node and the op registry (shape, params, multiply-adds, traits)."""
 
 from archc.ir import fused  # noqa: F401  (registers the fused ops)
 from archc.ir.graph import Graph, LintError, Node
-from archc.ir.ops import LAYERS, OPS, OpProblem, OpSpec
+from archc.ir.registry import OPS, OpProblem, OpSpec, infer_node, register, surface_ops, unregister
 
-__all__ = ["Graph", "LintError", "Node", "LAYERS", "OPS", "OpProblem", "OpSpec"]
+__all__ = [
+    "Graph",
+    "LintError",
+    "Node",
+    "OPS",
+    "OpProblem",
+    "OpSpec",
+    "infer_node",
+    "register",
+    "surface_ops",
+    "unregister",
+]

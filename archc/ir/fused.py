@@ -13,7 +13,8 @@ bn_act (train):     y = act(bn(x) [+ r])
 
 from __future__ import annotations
 
-from archc.ir.ops import OPS, OpProblem, OpSpec, Shape, _conv_infer, _conv_macs, describe
+from archc.ir.ops import BN_ATTRS, CONV_ATTRS, auto_padding, conv_label, conv_macs, conv_params, conv_shape
+from archc.ir.registry import OpProblem, OpSpec, Shape, describe, register
 
 
 def _residual_shape(a: dict, ins: list[Shape], out: Shape, op: str) -> Shape:
@@ -25,12 +26,7 @@ def _residual_shape(a: dict, ins: list[Shape], out: Shape, op: str) -> Shape:
 
 
 def _fused_conv_infer(a: dict, ins: list[Shape]) -> Shape:
-    return _residual_shape(a, ins, _conv_infer(a, ins[:1]), "fused_conv")
-
-
-def _fused_conv_params(a: dict, ins: list[Shape], out: Shape) -> int:
-    kh, kw = a["kernel"]
-    return a["out"] * (ins[0][0] // a["groups"]) * kh * kw + (a["out"] if a["bias"] else 0)
+    return _residual_shape(a, ins, conv_shape(a, ins[:1]), "fused_conv")
 
 
 def _bn_act_infer(a: dict, ins: list[Shape]) -> Shape:
@@ -39,12 +35,22 @@ def _bn_act_infer(a: dict, ins: list[Shape]) -> Shape:
     return _residual_shape(a, ins, ins[0], "bn_act")
 
 
-CONV_ATTRS = dict(OPS["conv"].attrs)
+def _epilogue(first: str, a: dict) -> str:
+    parts = [first]
+    if a.get("folded_bn"):
+        parts.append("bn")
+    if a.get("residual"):
+        parts.append("add")
+    if a.get("act", "none") != "none":
+        parts.append(str(a["act"]))
+    return " + ".join(parts)
 
-FUSED = [
+
+register(
     OpSpec(
-        "fused_conv",
-        {
+        name="fused_conv",
+        arity=(1, 2),
+        attrs={
             **CONV_ATTRS,
             "act": ("act", "none"),
             "residual": ("bool", False),
@@ -52,25 +58,29 @@ FUSED = [
             "bn_eps": ("eps", 1e-5),
             "conv_bias": ("bool", False),
         },
-        (),
-        (1, 2),
-        _fused_conv_infer,
-        _fused_conv_params,
-        lambda a, i, o: _conv_macs(a, i[:1], o),
-    ),
+        shape=_fused_conv_infer,
+        derive=auto_padding,
+        params=lambda a, i, o: conv_params(a, i[:1], o),
+        macs=lambda a, i, o: conv_macs(a, i[:1], o),
+        label=lambda a: _epilogue(conv_label(a), a),
+        surface=False,
+        weighted=True,
+        family="conv",
+        shortcut_slot=1,
+        doc="conv with its folded BN, residual add and activation (eval)",
+    )
+)
+register(
     OpSpec(
-        "bn_act",
-        {
-            **OPS["bn"].attrs,
-            "act": ("act", "relu"),
-            "residual": ("bool", False),
-        },
-        (),
-        (1, 2),
-        _bn_act_infer,
-        lambda a, i, o: 2 * i[0][0],
-    ),
-]
-
-for _spec in FUSED:
-    OPS[_spec.name] = _spec
+        name="bn_act",
+        arity=(1, 2),
+        attrs={**BN_ATTRS, "act": ("act", "relu"), "residual": ("bool", False)},
+        shape=_bn_act_infer,
+        params=lambda a, i, o: 2 * i[0][0],
+        label=lambda a: _epilogue("bn", a),
+        surface=False,
+        family="norm",
+        shortcut_slot=1,
+        doc="BN with its residual add and activation (train)",
+    )
+)

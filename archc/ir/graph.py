@@ -13,6 +13,7 @@ from typing import Any
 import networkx as nx
 
 from archc.ir.ops import OPS, Shape, describe
+from archc.ir.registry import infer_node
 
 FORMAT = "archc-ir/1"
 
@@ -94,6 +95,8 @@ class Graph:
             raise LintError(f"duplicate node name {name!r}")
         spec = OPS[op]
         ins = [self.node(i).shape for i in inputs]
+        if spec.derive is not None:  # derived attributes (auto padding) are filled whoever builds the node
+            attrs = spec.resolve(attrs, ins)
         node = Node(name, op, tuple(inputs), attrs, tuple(shape), loc, labelled)
         node.params = spec.params(attrs, ins, node.shape)
         node.macs = spec.macs(attrs, ins, node.shape)
@@ -128,7 +131,7 @@ class Graph:
         node = self.node(name)
         spec = OPS[op]
         ins = [self.node(i).shape for i in inputs]
-        shape = tuple(spec.infer(attrs, ins))
+        attrs, shape = infer_node(op, attrs, ins)
         if shape != node.shape:
             raise LintError(f"rewrite of {name!r} changes its shape {node.shape} -> {shape}")
         for src, _, key in list(self._g.in_edges(name, keys=True)):
@@ -245,7 +248,7 @@ class Graph:
             spec = OPS.get(node.op)
             if spec is None:
                 raise LintError(f"{node.name}: unknown op {node.op!r}")
-            if len(node.inputs) not in (spec.arity if isinstance(spec.arity, tuple) else (spec.arity,)):
+            if len(node.inputs) not in spec.arities:
                 raise LintError(f"{node.name}: {node.op} takes {spec.arity} inputs, has {len(node.inputs)}")
             edges = sorted((k, u) for u, keys in pred[node.name].items() for k in keys)
             if edges != list(enumerate(node.inputs)):
@@ -253,8 +256,10 @@ class Graph:
             if not node.shape or any((not isinstance(d, int)) or d < 1 for d in node.shape):
                 raise LintError(f"{node.name}: bad shape {node.shape}")
             if node.op != "input":
-                attrs = dict(node.attrs)
-                expected = spec.infer(attrs, [self.node(i).shape for i in node.inputs])
+                ins = [self.node(i).shape for i in node.inputs]
+                if spec.resolve(node.attrs, ins) != node.attrs:
+                    raise LintError(f"{node.name}: attributes {node.attrs} lack derived values")
+                expected = spec.infer(node.attrs, ins)
                 if tuple(expected) != node.shape:
                     raise LintError(
                         f"{node.name}: shape {describe(node.shape)} but {node.op} infers {describe(expected)}"
@@ -303,7 +308,7 @@ class Graph:
             stray = [i for i in ins if i != "input" and i in before]
             if stray:
                 raise LintError(f"{n.name} reads {stray[0]!r} from before the cut: the head must start at the cut")
-            out = tuple(OPS[n.op].infer(n.attrs, [g.node(i).shape for i in ins]))
+            _, out = infer_node(n.op, n.attrs, [g.node(i).shape for i in ins])
             g.add_node(n.name, n.op, ins, dict(n.attrs), out, loc=n.loc, labelled=n.labelled)
         after = [(k, o) for k, o in taps if o not in before]
         if not after:

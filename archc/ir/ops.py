@@ -1,155 +1,32 @@
-"""Op specs: for each IR op its attributes, shape rule, parameter count and multiply-adds.
+"""The core ops of the paper's networks, each declared once in the registry.
 
-Shapes exclude the batch: (C, H, W) for feature maps, (F,) for vectors. Costs follow
-the paper's convention: multiply-adds of conv and linear layers only (BN, ReLU, pooling
-and adds are free), counted per image.
+Costs follow the paper's convention: multiply-adds of conv and linear layers only (BN, ReLU,
+pooling and adds are free), counted per image. Shape rules are pure: derived attributes
+("same" padding, a pool's stride) are filled by each op's `derive`, never by its shape rule.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-Shape = tuple[int, ...]
+from archc.ir.registry import (
+    ALIASING,
+    KINDS,
+    MAX_DIM,
+    OPS,
+    REQUIRED,
+    Attrs,
+    OpProblem,
+    OpSpec,
+    Shape,
+    describe,
+    register,
+    surface_ops,
+)
 
-REQUIRED = object()
-# any dimension past this is a typo or a runaway expression, not a network
-MAX_DIM = 1 << 24
-
-
-class OpProblem(Exception):
-    """Raised by op specs; the elaborator turns it into an ArchcError with a location.
-
-    Args:
-        message: what is wrong.
-        hint: what to do.
-        attr: the attribute at fault, if any (its argument is then the location).
-    """
-
-    def __init__(self, message: str, hint: str | None = None, attr: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.attr = attr
-
-
-def _pair(v: Any, name: str, minimum: int) -> tuple[int, int]:
-    if isinstance(v, bool) or not isinstance(v, (int, tuple)):
-        raise OpProblem(f"'{name}' must be an integer or a KxK pair, got {describe(v)}", attr=name)
-    given = v  # quoted as the user wrote it: `/0`, not 0x0
-    if isinstance(v, int):
-        v = (v, v)
-    if len(v) != 2:
-        raise OpProblem(f"'{name}' must have two dimensions (like 3x3), got {describe(v)}", attr=name)
-    if min(v) < minimum:
-        raise OpProblem(f"'{name}' must be >= {minimum}, got {describe(given)}", attr=name)
-    if max(v) > MAX_DIM:
-        raise OpProblem(f"'{name}' is too large: {describe(given)}", attr=name)
-    return (int(v[0]), int(v[1]))
-
-
-def describe(v: Any) -> str:
-    """Show a spec value the way it is written in .arch text."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, tuple):
-        return "x".join(str(d) for d in v)
-    return str(v)
-
-
-# Attribute kinds: a checker that returns the normalised value or raises OpProblem.
-def _pos_int(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise OpProblem(f"'{name}' must be an integer, got {describe(v)}", attr=name)
-    if v < 1:
-        raise OpProblem(f"'{name}' must be >= 1, got {v}", attr=name)
-    if v > MAX_DIM:
-        raise OpProblem(f"'{name}' is too large: {v}", attr=name)
-    return v
-
-
-def _bool(v: Any, name: str) -> bool:
-    if not isinstance(v, bool):
-        raise OpProblem(f"'{name}' must be true or false, got {describe(v)}", attr=name)
-    return v
-
-
-def _float_in(lo: float, hi: float) -> Callable[[Any, str], float]:
-    def check(v: Any, name: str) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise OpProblem(f"'{name}' must be a number, got {describe(v)}", attr=name)
-        if not lo <= v <= hi:
-            raise OpProblem(f"'{name}' must be in [{lo}, {hi}], got {v}", attr=name)
-        return float(v)
-
-    return check
-
-
-KINDS: dict[str, Callable[[Any, str], Any]] = {
-    "pos_int": _pos_int,
-    "bool": _bool,
-    "kernel": lambda v, n: _pair(v, n, 1),
-    "stride": lambda v, n: _pair(v, n, 1),
-    "padding": lambda v, n: _pair(v, n, 0),
-    "dilation": lambda v, n: _pair(v, n, 1),
-    "eps": _float_in(0.0, 1.0),
-    "momentum": _float_in(0.0, 1.0),
-    "act": lambda v, n: _choice(v, n, ("none", "relu")),
-    "name": lambda v, n: v if v is None or isinstance(v, str) else _choice(v, n, ()),
-}
-
-
-def _choice(v: Any, name: str, allowed: tuple[str, ...]) -> str:
-    if not isinstance(v, str) or v not in allowed:
-        raise OpProblem(f"'{name}' must be one of {', '.join(allowed)}, got {describe(v)}", attr=name)
-    return str(v)
-
-
-@dataclass(frozen=True)
-class OpSpec:
-    """One IR op: its attributes (name -> (kind, default)), positional order, and rules.
-
-    `infer(attrs, in_shapes)` returns the output shape; `params` and `macs` return
-    the op's learnable parameter count and multiply-adds for one image.
-    """
-
-    name: str
-    attrs: dict[str, tuple[str, Any]]
-    positional: tuple[str, ...]
-    arity: int | tuple[int, ...]  # a tuple lists every allowed input count
-    infer: Callable[[dict, list[Shape]], Shape]
-    params: Callable[[dict, list[Shape], Shape], int] = lambda a, i, o: 0
-    macs: Callable[[dict, list[Shape], Shape], int] = lambda a, i, o: 0
-
-    def check_attrs(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Validate and normalise attributes; defaults fill the rest (None = derived).
-
-        Raises:
-            OpProblem: an unknown, missing or ill-typed attribute.
-        """
-        out: dict[str, Any] = {}
-        for key, value in given.items():
-            if key not in self.attrs:
-                raise OpProblem(f"'{self.name}' has no parameter '{key}'", attr=key)
-            out[key] = KINDS[self.attrs[key][0]](value, key)
-        for key, (_, default) in self.attrs.items():
-            if key in out:
-                continue
-            if default is REQUIRED:
-                raise OpProblem(f"'{self.name}' needs '{key}'", hint=_REQUIRED_HINTS.get((self.name, key)))
-            out[key] = default
-        return out
-
-
-_REQUIRED_HINTS = {
-    ("conv", "kernel"): "give the kernel like the paper: conv(3x3, 64)",
-    ("conv", "out"): "give the output channels: conv(3x3, 64)",
-    ("linear", "out"): "give the output features: linear(1000)",
-    ("maxpool", "kernel"): "give the window: maxpool(3x3, /2)",
-    ("pad", "out"): "give the channel count to pad to: pad(64)",
-}
+__all__ = ["KINDS", "MAX_DIM", "OPS", "REQUIRED", "OpProblem", "OpSpec", "Shape", "describe", "surface_ops"]
 
 
 def _need_map(shape: Shape, op: str) -> tuple[int, int, int]:
@@ -179,15 +56,17 @@ def _window(op: str, h: int, w: int, a: dict) -> tuple[int, int]:
     return ho, wo
 
 
-def _auto_padding(a: dict) -> None:
-    # "same"-style padding for odd kernels, as every conv and pool in the paper uses
-    if a.get("padding") is None:
+def auto_padding(a: Attrs, ins: list[Shape]) -> Attrs:
+    """Derive "same"-style padding for odd kernels, as every conv and pool in the paper uses."""
+    if a.get("padding") is None and a.get("kernel") is not None:
         dh, dw = a.get("dilation") or (1, 1)
         a["padding"] = (dh * (a["kernel"][0] - 1) // 2, dw * (a["kernel"][1] - 1) // 2)
+    return a
 
 
 # --- conv -------------------------------------------------------------------
-def _conv_infer(a: dict, ins: list[Shape]) -> Shape:
+def conv_shape(a: dict, ins: list[Shape]) -> Shape:
+    """The shape rule of conv (and of fused_conv's convolution)."""
     c, h, w = _need_map(ins[0], "conv")
     g = a["groups"]
     if c % g or a["out"] % g:
@@ -195,30 +74,34 @@ def _conv_infer(a: dict, ins: list[Shape]) -> Shape:
             f"groups={g} must divide both the input channels ({c}) and the output channels ({a['out']})",
             attr="groups",
         )
-    _auto_padding(a)
     return (a["out"], *_window("conv", h, w, a))
 
 
-def _conv_params(a: dict, ins: list[Shape], out: Shape) -> int:
+def conv_params(a: dict, ins: list[Shape], out: Shape) -> int:
     kh, kw = a["kernel"]
     return a["out"] * (ins[0][0] // a["groups"]) * kh * kw + (a["out"] if a["bias"] else 0)
 
 
-def _conv_macs(a: dict, ins: list[Shape], out: Shape) -> int:
+def conv_macs(a: dict, ins: list[Shape], out: Shape) -> int:
     kh, kw = a["kernel"]
     return a["out"] * (ins[0][0] // a["groups"]) * kh * kw * out[1] * out[2]
 
 
 # --- pooling ------------------------------------------------------------------
+def _pool_derive(a: Attrs, ins: list[Shape]) -> Attrs:
+    if a.get("kernel") is None:  # global average pooling
+        a.update(stride=None, padding=None)
+        return a
+    if a["stride"] is None:
+        a["stride"] = a["kernel"]
+    return auto_padding(a, ins)
+
+
 def _pool_infer(op: str) -> Callable[[dict, list[Shape]], Shape]:
     def infer(a: dict, ins: list[Shape]) -> Shape:
         c, h, w = _need_map(ins[0], op)
-        if a.get("kernel") is None:  # global average pooling
-            a.update(stride=None, padding=None)
+        if a.get("kernel") is None:
             return (c, 1, 1)
-        if a["stride"] is None:
-            a["stride"] = a["kernel"]
-        _auto_padding(a)
         if any(p > k // 2 for p, k in zip(a["padding"], a["kernel"])):
             raise OpProblem(f"'{op}' padding must be at most half the kernel", attr="padding")
         return (c, *_window(op, h, w, a))
@@ -286,87 +169,205 @@ def _same(a: dict, ins: list[Shape]) -> Shape:
     return ins[0]
 
 
-OPS: dict[str, OpSpec] = {
-    s.name: s
-    for s in [
-        OpSpec("input", {}, (), 0, lambda a, i: a["shape"]),
-        OpSpec(
-            "conv",
-            {
-                "out": ("pos_int", REQUIRED),
-                "kernel": ("kernel", REQUIRED),
-                "stride": ("stride", (1, 1)),
-                "padding": ("padding", None),
-                "dilation": ("dilation", (1, 1)),
-                "groups": ("pos_int", 1),
-                "bias": ("bool", False),
-            },
-            ("out",),
-            1,
-            _conv_infer,
-            _conv_params,
-            _conv_macs,
-        ),
-        OpSpec(
-            "bn",
-            {"eps": ("eps", 1e-5), "momentum": ("momentum", 0.1), "track_running_stats": ("bool", True)},
-            (),
-            1,
-            _bn_infer,
-            lambda a, i, o: 2 * i[0][0],
-        ),
-        # BN as a fixed affine (detection fine-tuning): the same attributes, parameters and buffers as bn,
-        # normalised with the running statistics in train mode too
-        OpSpec(
-            "frozen_bn",
-            {"eps": ("eps", 1e-5), "momentum": ("momentum", 0.1), "track_running_stats": ("bool", True)},
-            (),
-            1,
-            _bn_infer,
-            lambda a, i, o: 2 * i[0][0],
-        ),
-        OpSpec("relu", {}, (), 1, _same),
-        OpSpec(
-            "maxpool",
-            {
-                "kernel": ("kernel", REQUIRED),
-                "stride": ("stride", None),
-                "padding": ("padding", None),
-                "dilation": ("dilation", (1, 1)),
-                "ceil_mode": ("bool", False),
-            },
-            (),
-            1,
-            _pool_infer("maxpool"),
-        ),
-        OpSpec(
-            "avgpool",
-            {
-                "kernel": ("kernel", None),
-                "stride": ("stride", None),
-                "padding": ("padding", None),
-                "ceil_mode": ("bool", False),
-            },
-            (),
-            1,
-            _pool_infer("avgpool"),
-        ),
-        OpSpec(
-            "linear",
-            {"out": ("pos_int", REQUIRED), "bias": ("bool", True)},
-            ("out",),
-            1,
-            _linear_infer,
-            lambda a, i, o: i[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
-            lambda a, i, o: i[0][0] * a["out"],
-        ),
-        OpSpec("flatten", {}, (), 1, _flatten_infer),
-        OpSpec("identity", {}, (), 1, _same),
-        OpSpec("add", {}, (), 2, _add_infer),
-        OpSpec("subsample", {"stride": ("stride", REQUIRED)}, ("stride",), 1, _subsample_infer),
-        OpSpec("pad", {"out": ("pos_int", REQUIRED)}, ("out",), 1, _pad_infer),
-    ]
+# --- picture labels (Fig. 3 of the paper: "3x3 conv, 128, /2") ----------------------------------
+def dims_text(v: Any) -> str:
+    """A stride or size as a label shows it: 2, or 2x1 when the sides differ."""
+    if isinstance(v, (tuple, list)):
+        if len(v) == 2 and v[0] == v[1]:
+            return str(v[0])
+        return "x".join(str(d) for d in v)
+    return str(v)
+
+
+def _kernel(v: Any) -> str:
+    if isinstance(v, (tuple, list)):
+        return "x".join(str(d) for d in v)
+    return f"{v}x{v}"
+
+
+def is_one(v: Any) -> bool:
+    """A stride or dilation of 1 in every dimension (or none given)."""
+    return v is None or all(d == 1 for d in (v if isinstance(v, (tuple, list)) else (v,)))
+
+
+def conv_label(a: Attrs) -> str:
+    """ "3x3 conv, 64, /2" (with dilation and groups when they are not 1)."""
+    parts = [f"{_kernel(a['kernel'])} conv", str(a["out"])]
+    if not is_one(a.get("stride")):
+        parts.append(f"/{dims_text(a['stride'])}")
+    if not is_one(a.get("dilation")):
+        parts.append(f"dilation {dims_text(a['dilation'])}")
+    if a.get("groups", 1) != 1:
+        parts.append(f"groups {a['groups']}")
+    return ", ".join(parts)
+
+
+def _pool_label(kind: str) -> Callable[[Attrs], str]:
+    def label(a: Attrs) -> str:
+        if a.get("kernel") is None:
+            return f"{kind} pool"
+        text = f"{_kernel(a['kernel'])} {kind} pool"
+        if not is_one(a.get("stride")):
+            text += f", /{dims_text(a['stride'])}"
+        return text
+
+    return label
+
+
+# --- the declarations ---------------------------------------------------------------------------
+BN_ATTRS = {"eps": ("eps", 1e-5), "momentum": ("momentum", 0.1), "track_running_stats": ("bool", True)}
+CONV_ATTRS = {
+    "out": ("pos_int", REQUIRED),
+    "kernel": ("kernel", REQUIRED),
+    "stride": ("stride", (1, 1)),
+    "padding": ("padding", None),
+    "dilation": ("dilation", (1, 1)),
+    "groups": ("pos_int", 1),
+    "bias": ("bool", False),
 }
 
-# Ops a spec can call by name (input and add have statements of their own).
-LAYERS = tuple(n for n in OPS if n not in ("input", "add"))
+
+def _bn_params(a: Attrs, ins: list[Shape], out: Shape) -> int:
+    return 2 * ins[0][0]
+
+
+# the caller's tensor: never written in place (result ALIASING)
+register(
+    OpSpec(name="input", arity=0, shape=lambda a, i: a["shape"], surface=False, result=ALIASING, doc="the net's input")
+)
+register(
+    OpSpec(
+        name="conv",
+        arity=1,
+        attrs=CONV_ATTRS,
+        positional=("out",),
+        shape=conv_shape,
+        derive=auto_padding,
+        params=conv_params,
+        macs=conv_macs,
+        label=conv_label,
+        weighted=True,
+        family="conv",
+        hints={
+            "kernel": "give the kernel like the paper: conv(3x3, 64)",
+            "out": "give the output channels: conv(3x3, 64)",
+        },
+        doc="2-D convolution",
+    )
+)
+register(
+    OpSpec(
+        name="bn",
+        arity=1,
+        attrs=BN_ATTRS,
+        shape=_bn_infer,
+        params=_bn_params,
+        family="norm",
+        doc="batch normalisation over the channels of a map",
+    )
+)
+# BN as a fixed affine (detection fine-tuning): the same attributes, parameters and buffers as bn,
+# normalised with the running statistics in train mode too
+register(
+    OpSpec(
+        name="frozen_bn",
+        arity=1,
+        attrs=BN_ATTRS,
+        shape=_bn_infer,
+        params=_bn_params,
+        family="norm",
+        doc="batch normalisation frozen to its running statistics",
+    )
+)
+register(OpSpec(name="relu", arity=1, shape=_same, elementwise=True, family="act", doc="max(x, 0)"))
+register(
+    OpSpec(
+        name="maxpool",
+        arity=1,
+        attrs={
+            "kernel": ("kernel", REQUIRED),
+            "stride": ("stride", None),
+            "padding": ("padding", None),
+            "dilation": ("dilation", (1, 1)),
+            "ceil_mode": ("bool", False),
+        },
+        shape=_pool_infer("maxpool"),
+        derive=_pool_derive,
+        label=_pool_label("max"),
+        family="pool",
+        hints={"kernel": "give the window: maxpool(3x3, /2)"},
+        doc="max pooling",
+    )
+)
+register(
+    OpSpec(
+        name="avgpool",
+        arity=1,
+        attrs={
+            "kernel": ("kernel", None),
+            "stride": ("stride", None),
+            "padding": ("padding", None),
+            "ceil_mode": ("bool", False),
+        },
+        shape=_pool_infer("avgpool"),
+        derive=_pool_derive,
+        label=_pool_label("avg"),
+        family="pool",
+        doc="average pooling; without a kernel, global average pooling to 1x1",
+    )
+)
+register(
+    OpSpec(
+        name="linear",
+        arity=1,
+        attrs={"out": ("pos_int", REQUIRED), "bias": ("bool", True)},
+        positional=("out",),
+        shape=_linear_infer,
+        params=lambda a, i, o: i[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
+        macs=lambda a, i, o: i[0][0] * a["out"],
+        label=lambda a: f"fc {a['out']}",
+        weighted=True,
+        hints={"out": "give the output features: linear(1000)"},
+        doc="fully connected layer on a vector",
+    )
+)
+register(OpSpec(name="flatten", arity=1, shape=_flatten_infer, result=ALIASING, doc="a map to a vector"))
+register(OpSpec(name="identity", arity=1, shape=_same, result=ALIASING, elementwise=True, doc="the input unchanged"))
+register(
+    OpSpec(
+        name="add",
+        arity=2,
+        shape=_add_infer,
+        label=lambda a: "+",
+        elementwise=True,
+        commutative=True,
+        branches=True,
+        shortcut_slot=1,
+        doc="the current value plus a branch (by default the scope's input: a residual connection)",
+    )
+)
+register(
+    OpSpec(
+        name="subsample",
+        arity=1,
+        attrs={"stride": ("stride", REQUIRED)},
+        positional=("stride",),
+        shape=_subsample_infer,
+        label=lambda a: f"subsample /{dims_text(a['stride'])}",
+        result=ALIASING,
+        doc="keep every stride-th row and column (option A shortcuts)",
+    )
+)
+register(
+    OpSpec(
+        name="pad",
+        arity=1,
+        attrs={"out": ("pos_int", REQUIRED)},
+        positional=("out",),
+        shape=_pad_infer,
+        label=lambda a: f"zero-pad to {a['out']}",
+        result=ALIASING,
+        hints={"out": "give the channel count to pad to: pad(64)"},
+        doc="zero-pad the channels up to `out` (option A shortcuts)",
+    )
+)

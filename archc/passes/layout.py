@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from archc.ir import Graph
+from archc.ir import OPS, Graph
 from archc.passes.manager import register
-
-CONV_OPS = ("conv", "fused_conv")
 
 
 @register("channels_last", "run convolutions in channels_last (NHWC) memory format")
@@ -19,7 +17,7 @@ def channels_last(graph: Graph) -> int:
     """
     if graph.meta.get("memory_format") == "channels_last":
         return 0
-    if not any(n.op in CONV_OPS and len(n.shape) == 3 for n in graph.nodes()):
+    if not any(OPS[n.op].family == "conv" and len(n.shape) == 3 for n in graph.nodes()):
         return 0
     graph.meta["memory_format"] = "channels_last"
     return 1

@@ -23,13 +23,11 @@ from typing import Any
 import torch
 
 from archc.errors import CheckpointError, TrainError
-from archc.ir import Graph
+from archc.ir import OPS, Graph
 from archc.train.distributed import DistInfo, all_reduce_sum, barrier, convert_sync_bn, init_distributed
 from archc.train.progress import Progress
 from archc.train.recipes import Recipe
 from archc.train.schedule import Schedule
-
-WEIGHTED = ("conv", "linear", "fused_conv")
 
 
 def depth(graph: Graph) -> int:
@@ -37,7 +35,7 @@ def depth(graph: Graph) -> int:
     d: dict[str, int] = {}
     for n in graph.nodes():
         below = max((d[i] for i in n.inputs), default=0)
-        d[n.name] = below + (1 if n.op in WEIGHTED else 0)
+        d[n.name] = below + (1 if OPS[n.op].weighted else 0)
     return max(d.values(), default=0)
 
 
@@ -559,4 +557,3 @@ def _recipe_from_meta(rd: dict[str, Any]) -> Any:
         if not ok or (want is float and not math.isfinite(value)):
             raise TrainError(f"{origin}: field '{f.name}' holds {value!r}", hint="use the run's other checkpoint")
     return r
-

@@ -16,14 +16,8 @@ from typing import Any
 
 from archc.backend import source_text
 from archc.errors import BackendError
-from archc.ir import Graph, Node
-
-# Ops whose lowering returns a new tensor that nothing else holds (never a view of an input).
-FRESH_OPS = frozenset(
-    {"conv", "fused_conv", "bn", "frozen_bn", "bn_act", "relu", "add", "maxpool", "avgpool", "linear"}
-)
-# Ops whose lowering may return its input, or a view of it.
-ALIASING_OPS = frozenset({"identity", "subsample", "flatten", "pad"})
+from archc.ir import OPS, Graph, Node
+from archc.ir.registry import ALIASING, FRESH
 
 # Module-level helpers of the generated source, emitted only when a lowering asks for them.
 HELPERS = {
@@ -200,6 +194,8 @@ class Lowering:
     In the forward expression `{m}` stands for the node's module.
     """
 
+    backend = "torch"  # named in errors
+
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.helpers: list[str] = []  # names in HELPERS the generated source needs
@@ -220,12 +216,28 @@ class Lowering:
         src = n.inputs[i]
         users = self.graph.users(src)
         return (
-            self.graph.node(src).op in FRESH_OPS
+            OPS[self.graph.node(src).op].result == FRESH
             and src not in self.graph.outputs
             and n.inputs.count(src) == 1
             and max(self._pos[u] for u in users) == self._pos[n.name]
-            and not any(self.graph.node(u).op in ALIASING_OPS for u in users)
+            and not any(OPS[self.graph.node(u).op].result == ALIASING for u in users)
         )
+
+    def lower(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        """Dispatch to the lowering method named after the node's op.
+
+        Raises:
+            BackendError: this backend has no lowering for the op (naming the op and the spec line).
+        """
+        method = getattr(self, n.op, None) if not n.op.startswith("_") else None
+        if method is None or not callable(method):
+            raise BackendError(
+                f"the {self.backend} backend cannot lower op '{n.op}' "
+                f"(layer '{n.name}', made at {n.loc or 'an unknown place'})",
+                hint=f"give {type(self).__name__} a method `{n.op}(self, n, ins)` (see docs/adding-an-op.md), "
+                "or use another backend",
+            )
+        return method(n, ins)
 
     def _in(self, node: Node, i: int = 0) -> tuple[int, ...]:
         return self.graph.node(node.inputs[i]).shape
@@ -445,7 +457,7 @@ def generate(
             value[n.name] = "x"
             continue
         ins = [value[s] for s in n.inputs]
-        ctor, expr = getattr(low, n.op)(n, ins)
+        ctor, expr = low.lower(n, ins)
         if ctor is not None:
             ctors[n.name] = ctor
             path = "self"

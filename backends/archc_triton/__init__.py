@@ -30,6 +30,8 @@ def _pair(v: Any) -> str:
 class TritonLowering(Lowering):
     """Lower the fused ops to the Triton-backed modules of this package."""
 
+    backend = "triton"
+
     def bn_act(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         a = n.attrs
         ctor = (

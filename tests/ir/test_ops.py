@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from archc.ir import infer_node
 from archc.ir.ops import OPS, OpProblem
 
 
 def infer(op: str, given: dict, shape: tuple[int, ...]) -> tuple[dict, tuple[int, ...]]:
     attrs = OPS[op].check_attrs(given)
-    return attrs, OPS[op].infer(attrs, [shape])
+    resolved, out = infer_node(op, attrs, [shape])
+    assert OPS[op].infer(attrs, [shape]) == out
+    assert attrs == OPS[op].check_attrs(given), "infer must not change its attrs argument"
+    return resolved, out
 
 
 def test_conv_same_padding_stride_and_costs() -> None:
