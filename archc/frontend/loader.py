@@ -9,7 +9,7 @@ from archc.errors import ArchcError, Loc, UnknownNameError, UseError
 from archc.frontend import ast, catalog
 from archc.frontend.parser import KEYWORDS, parse
 from archc.frontend.sources import check_size, read_spec
-from archc.ir.registry import OPS
+from archc.ir.registry import OPS, symbol_values
 
 # Symbols every spec may use: the paper's shortcut options and "none" (plain nets).
 BUILTIN_SYMBOLS = frozenset({"A", "B", "C", "none"})
@@ -69,7 +69,7 @@ class _Loader:
         self.blocks: dict[str, ast.Block] = {}
         self.done: set[str] = set()
         self.stack: list[str] = []
-        self.symbols: set[str] = set(BUILTIN_SYMBOLS)
+        self.symbols: set[str] = set(BUILTIN_SYMBOLS) | symbol_values()
 
     def load_file(self, path: str, shown: str, use_loc: Loc | None) -> ast.Module:
         text = read_spec(path, shown, use_loc)

@@ -105,6 +105,7 @@ def choice(*allowed: str) -> Callable[[Any, str], str]:
             raise OpProblem(f"'{name}' must be one of {', '.join(allowed)}, got {describe(v)}", attr=name)
         return str(v)
 
+    check.allowed = allowed  # type: ignore[attr-defined]  # the symbols a spec may write (symbol_values)
     return check
 
 
@@ -251,6 +252,16 @@ def unregister(name: str) -> None:
 def surface_ops() -> tuple[str, ...]:
     """The ops a spec may call by name, in registration order."""
     return tuple(n for n, s in OPS.items() if s.surface)
+
+
+def symbol_values() -> frozenset[str]:
+    """Every symbol an op attribute accepts (`mode=nearest`): specs may write them as bare names."""
+    out: set[str] = set()
+    for spec in OPS.values():
+        for kind, _ in spec.attrs.values():
+            check = KINDS[kind] if isinstance(kind, str) else kind
+            out |= set(getattr(check, "allowed", ()))
+    return frozenset(out)
 
 
 def infer_node(op: str, attrs: Mapping[str, Any], ins: list[Shape]) -> tuple[Attrs, Shape]:
