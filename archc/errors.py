@@ -76,7 +76,7 @@ class ArchcError(Exception):
     def render(self) -> str:
         """Format as `file:line:col: error: message`, the source line, a caret and the hint."""
         head = f"{self.loc}: " if self.loc else ""
-        out = [f"{head}error: {self.message}"]
+        out = [f"{head}{self.kind}: {self.message}"]
         if self.loc is not None:
             text = self.loc.source.line(self.loc.line)
             if text:
@@ -91,6 +91,12 @@ class ArchcError(Exception):
         if self.hint:
             out.append(f"hint: {self.hint}")
         return "\n".join(out)
+
+
+class ArchcWarning(ArchcError, UserWarning):
+    """Something harmless but probably unintended in a spec (an unread named value); printed, not raised."""
+
+    kind = "warning"
 
 
 class SpecSyntaxError(ArchcError):

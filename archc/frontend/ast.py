@@ -104,6 +104,15 @@ class Func:
 
 Expr = Int | Float | Bool | Dims | Name | Neg | Not | BinOp | Compare | BoolOp | Cond | Func
 
+
+@dataclass(frozen=True)
+class Template:
+    """A name computed from expressions: `"denselayer{i + 1}"` is ("denselayer", BinOp(i + 1))."""
+
+    parts: tuple[str | Expr, ...]
+    loc: Loc
+
+
 # --- arguments ---------------------------------------------------------------
 
 
@@ -131,21 +140,48 @@ class Call:
     name: str
     args: tuple[Arg, ...]
     loc: Loc
-    label: str | None = None
+    label: str | Template | None = None
     label_loc: Loc | None = field(default=None, compare=False, repr=False)
     branches: tuple[tuple[Stmt, ...], ...] = ()
 
 
 @dataclass(frozen=True)
 class Repeat:
-    """`repeat N as i { ... }`: N copies of the body, scopes named 0..N-1."""
+    """`repeat N as i named "layer{i}" { ... }`: N copies of the body, scopes named 0..N-1 or by `named`."""
 
     count: Expr
     var: str | None
     body: tuple[Stmt, ...]
     loc: Loc
-    label: str | None = None
+    label: str | Template | None = None
     label_loc: Loc | None = field(default=None, compare=False, repr=False)
+    named: Template | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """`features: { ... }`: statements under one more level of module names, like an inline block."""
+
+    body: tuple[Stmt, ...]
+    loc: Loc
+    label: str | Template | None = None
+    label_loc: Loc | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Bind:
+    """`-> lateral`: name the current value so that `from lateral` can continue from it later."""
+
+    name: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class From:
+    """`from lateral`: make a named value the current one."""
+
+    name: str
+    loc: Loc
 
 
 @dataclass(frozen=True)
@@ -168,7 +204,7 @@ class Input:
 class Output:
     """`output res4`: name the current value as one of the net's outputs (a tap)."""
 
-    name: str
+    name: str | Template
     loc: Loc
     name_loc: Loc
 
@@ -181,7 +217,7 @@ class Cut:
     loc: Loc
 
 
-Stmt = Call | Repeat | If | Input | Output | Cut
+Stmt = Call | Repeat | Group | If | Input | Output | Cut | Bind | From
 
 # --- top level ---------------------------------------------------------------
 

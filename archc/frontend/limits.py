@@ -9,10 +9,13 @@ crosses them. Each is overridable through an environment variable (docs/language
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
 from archc.errors import ArchcError, LimitError, Loc
+from archc.ir import Node
+from archc.ir.registry import describe
 
 # defaults: the shipped specs stay well inside them (ResNet-152: 60M parameters; Faster R-CNN
 # R101-C4 at 600x1000: 2.5 GiB of activations per image; the largest spec file: 2.2 KB)
@@ -103,3 +106,68 @@ def refuse(
         f"{env} (e.g. {env}={limit * 4}; see docs/language.md#size-limits)",
         notes=notes or (),
     )
+
+
+class Budget:
+    """Running totals of an elaboration, refused at the statement that crosses a limit.
+
+    Args:
+        limits: the bounds in force.
+        max_nodes: the graph-node bound of the elaboration.
+        steps_per_node: block calls plus repeat iterations allowed per node of the bound.
+    """
+
+    def __init__(self, limits: Limits, max_nodes: int, steps_per_node: int = 1) -> None:
+        self.limits = limits
+        self.step_limit = steps_per_node * max_nodes + 1000
+        self.steps = 0
+        self.params = 0
+        self.values = 0  # of one image's forward, the input included
+
+    def account(self, node: Node, loc: Loc) -> None:
+        """Add a new node's parameters and output to the totals.
+
+        Raises:
+            LimitError: the net's parameters or one image's activations pass their limit.
+        """
+        self.params += node.params
+        if self.params > self.limits.params:
+            raise refuse(
+                "the net's parameters reach",
+                self.params,
+                self.limits.params,
+                "",
+                ENV_PARAMS,
+                loc,
+                "check the channel and class counts (and --set values)",
+                notes=[f"this {node.op} alone has {node.params:,} parameters"],
+            )
+        values = math.prod(node.shape)
+        self.values += values
+        total = self.values * BYTES_PER_VALUE
+        if total > self.limits.activation_bytes:
+            what = "the input" if node.op == "input" else f"the output of this {node.op},"
+            raise refuse(
+                "one image's float32 activations reach",
+                total,
+                self.limits.activation_bytes,
+                "bytes",
+                ENV_ACTIVATION_BYTES,
+                loc,
+                "check the input size and channel counts (and --set values)",
+                notes=[f"{what} {describe(node.shape)} alone is {values * BYTES_PER_VALUE:,} bytes"],
+            )
+
+    def step(self, loc: Loc) -> None:
+        """Count a block call or repeat iteration; refuse runaway expansion that emits no nodes.
+
+        Raises:
+            LimitError: past the bound.
+        """
+        self.steps += 1
+        if self.steps > self.step_limit:
+            raise LimitError(
+                f"the spec expands past {self.step_limit} block calls and repeat iterations",
+                loc,
+                hint="check repeat counts and blocks that call other blocks many times",
+            )

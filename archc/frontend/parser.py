@@ -39,7 +39,7 @@ _TERMINAL_WORDS = {
 
 
 # the grammar's reserved words: a name spelled like one would be unreachable
-KEYWORDS = frozenset("use block net input output cut repeat as if elif else and or not true false".split())
+KEYWORDS = frozenset("use block net input output cut repeat as named from if elif else and or not true false".split())
 
 
 @functools.lru_cache(maxsize=1)
@@ -47,16 +47,17 @@ def _lark() -> Lark:
     return Lark(
         _GRAMMAR.read_text(),
         parser="lalr",
+        start=["start", "expr"],  # expr: the expressions inside computed names ("layer{i + 1}")
         propagate_positions=True,
         maybe_placeholders=True,
     )
 
 
 def body_labels(stmts: tuple[ast.Stmt, ...]) -> set[str]:
-    """All labels written in a body, at any depth of if and branch nesting."""
+    """All fixed labels written in a body, at any depth of if and branch nesting (computed ones are not known yet)."""
     out: set[str] = set()
     for s in stmts:
-        if isinstance(s, (ast.Call, ast.Repeat)) and s.label is not None:
+        if isinstance(s, (ast.Call, ast.Repeat, ast.Group)) and isinstance(s.label, str):
             out.add(s.label)
         if isinstance(s, ast.If):
             for _, body in s.branches:
@@ -70,13 +71,16 @@ def body_labels(stmts: tuple[ast.Stmt, ...]) -> set[str]:
 class _ToAst(Transformer):
     """Turn the lark tree into ast objects; methods are named after grammar rules."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, at: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.source = source
+        self.at = at  # (line, column) where the parsed text starts, for an expression inside a string
 
     def _loc(self, meta_or_tok: Any, width: int = 1) -> Loc:
         line = getattr(meta_or_tok, "line", 1) or 1
         col = getattr(meta_or_tok, "column", 1) or 1
+        if self.at is not None:
+            line, col = self.at[0], self.at[1] + col - 1
         if isinstance(meta_or_tok, Token):
             width = len(meta_or_tok)
         elif getattr(meta_or_tok, "end_line", None) == line:
@@ -122,10 +126,49 @@ class _ToAst(Transformer):
         label, stmt = children
         if label is None:
             return stmt
+        if isinstance(label, ast.Template):
+            return dataclasses.replace(stmt, label=label, label_loc=label.loc)
         return dataclasses.replace(stmt, label=str(label), label_loc=self._loc(label))
 
-    def label(self, children: list) -> Token:
-        return children[0]
+    def label(self, children: list) -> Token | ast.Template:
+        tok = children[0]
+        return self._template(tok) if tok.type == "STRING" else tok
+
+    def _template(self, tok: Token) -> ast.Template:
+        """A computed name: the text of `"denselayer{i + 1}"` split into strings and parsed expressions."""
+        text = str(tok)[1:-1]
+        parts: list[str | ast.Expr] = []
+        pos = 0
+        while pos < len(text):
+            start = text.find("{", pos)
+            if start < 0:
+                parts.append(text[pos:])
+                break
+            end = text.find("}", start)
+            if end < 0:
+                raise SpecSyntaxError(
+                    "a '{' in a name has no closing '}'",
+                    Loc(self.source, tok.line, tok.column + 1 + start),
+                    hint='computed names look like "denselayer{i + 1}"',
+                )
+            if start > pos:
+                parts.append(text[pos:start])
+            inner = text[start + 1 : end]
+            at = (tok.line, tok.column + 1 + start + 1)
+            try:
+                tree = _lark().parse(inner, start="expr")
+            except UnexpectedInput as exc:
+                col = (getattr(exc, "column", None) or 1) + at[1] - 1
+                raise SpecSyntaxError(
+                    f"cannot read the expression {{{inner}}} in a name",
+                    Loc(self.source, at[0], col),
+                    hint='computed names look like "denselayer{i + 1}"',
+                ) from None
+            parts.append(_ToAst(self.source, at).transform(tree))
+            pos = end + 1
+        if "}" in "".join(p for p in parts if isinstance(p, str)):
+            raise SpecSyntaxError("a '}' in a name has no opening '{'", self._loc(tok))
+        return ast.Template(tuple(parts), self._loc(tok))
 
     def call(self, children: list) -> ast.Call:
         name, args, *branches = children
@@ -133,8 +176,26 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def repeat(self, meta: Any, children: list) -> ast.Repeat:
-        count, var, body = children
-        return ast.Repeat(count, None if var is None else str(var), body, Loc(self.source, meta.line, meta.column, 6))
+        count, var, named, body = children
+        return ast.Repeat(
+            count,
+            None if var is None else str(var),
+            body,
+            Loc(self.source, meta.line, meta.column, 6),
+            named=None if named is None else self._template(named),
+        )
+
+    @v_args(meta=True)
+    def group(self, meta: Any, children: list) -> ast.Group:
+        return ast.Group(children[0], Loc(self.source, meta.line, meta.column, 1))
+
+    @v_args(meta=True)
+    def bind(self, meta: Any, children: list) -> ast.Bind:
+        return ast.Bind(str(children[0]), self._loc(children[0]))
+
+    @v_args(meta=True)
+    def from_(self, meta: Any, children: list) -> ast.From:
+        return ast.From(str(children[0]), self._loc(children[0]))
 
     @v_args(meta=True)
     def if_(self, meta: Any, children: list) -> ast.If:
@@ -157,8 +218,9 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def output(self, meta: Any, children: list) -> ast.Output:
-        name = children[0]
-        return ast.Output(str(name), Loc(self.source, meta.line, meta.column, 6), self._loc(name))
+        tok = children[0]
+        name = self._template(tok) if tok.type == "STRING" else str(tok)
+        return ast.Output(name, Loc(self.source, meta.line, meta.column, 6), self._loc(tok))
 
     @v_args(meta=True)
     def cut(self, meta: Any, children: list) -> ast.Cut:
@@ -295,7 +357,7 @@ def parse(text: str, path: str = "<spec>") -> ast.Module:
 def _parse(text: str, path: str) -> ast.Module:
     source = Source(path, text)
     try:
-        tree = _lark().parse(text)
+        tree = _lark().parse(text, start="start")
         return _ToAst(source).transform(tree)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, source) from None

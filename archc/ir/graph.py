@@ -248,8 +248,8 @@ class Graph:
             spec = OPS.get(node.op)
             if spec is None:
                 raise LintError(f"{node.name}: unknown op {node.op!r}")
-            if len(node.inputs) not in spec.arities:
-                raise LintError(f"{node.name}: {node.op} takes {spec.arity} inputs, has {len(node.inputs)}")
+            if not spec.accepts(len(node.inputs)):
+                raise LintError(f"{node.name}: {node.op} takes {spec.arity_text()} inputs, has {len(node.inputs)}")
             edges = sorted((k, u) for u, keys in pred[node.name].items() for k in keys)
             if edges != list(enumerate(node.inputs)):
                 raise LintError(f"{node.name}: edges {edges} disagree with inputs {node.inputs}")

@@ -140,7 +140,7 @@ class OpSpec:
 
     Attributes:
         name: the op's name: the same word in specs, the IR, and every backend's lowering method.
-        arity: input count, or a tuple of every allowed count.
+        arity: input count, or a tuple of every allowed count; `(2, ...)` is two or more.
         attrs: attribute name -> (kind in KINDS or a checker function, default); REQUIRED has no default,
             None is derived (see `derive`).
         positional: the attributes a spec may give without a keyword, in order.
@@ -165,7 +165,7 @@ class OpSpec:
     """
 
     name: str
-    arity: int | tuple[int, ...]
+    arity: int | tuple[Any, ...]
     shape: ShapeRule
     attrs: Mapping[str, tuple[str | Callable[[Any, str], Any], Any]] = field(default_factory=dict)
     positional: tuple[str, ...] = ()
@@ -184,10 +184,19 @@ class OpSpec:
     shortcut_slot: int | None = None
     hints: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def arities(self) -> tuple[int, ...]:
-        """Every allowed input count."""
-        return self.arity if isinstance(self.arity, tuple) else (self.arity,)
+    def accepts(self, n: int) -> bool:
+        """Whether the op takes `n` inputs; an arity tuple ending in `...` means "or more": (2, ...)."""
+        arity = self.arity if isinstance(self.arity, tuple) else (self.arity,)
+        if arity and arity[-1] is Ellipsis:
+            return n >= arity[0]
+        return n in arity
+
+    def arity_text(self, offset: int = 0) -> str:
+        """The allowed input counts (plus `offset`) in words: "1", "1 or 2", "1 or more"."""
+        arity = self.arity if isinstance(self.arity, tuple) else (self.arity,)
+        if arity and arity[-1] is Ellipsis:
+            return f"{arity[0] + offset} or more"
+        return " or ".join(str(n + offset) for n in arity)
 
     def check_attrs(self, given: Mapping[str, Any]) -> Attrs:
         """Validate and normalise attributes; defaults fill the rest (None = derived).

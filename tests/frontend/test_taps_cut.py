@@ -80,7 +80,7 @@ def test_outputs_in_the_ir_and_the_generated_source(tmp_path):
     ("body", "message", "where"),
     [
         ("output a\n  relu\n  output a", "output 'a' is named twice", (6, 10)),
-        ("repeat 2 {\n    relu\n    output a\n  }", "may appear only in a net's own body", (6, 5)),
+        ("repeat 2 {\n    relu\n    cut 4x4\n  }", "may appear only in a net's own body", (6, 5)),
         ("cut 4x4\n  relu\n  cut 2x2", "at most one `cut`", (6, 3)),
         ("cut 3", "`cut` needs the head's input size as HxW", (4, 7)),
     ],
