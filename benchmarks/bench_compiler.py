@@ -100,19 +100,11 @@ def bench_frontend(runs: int) -> dict:
 # --- b. archc.compile vs the hand-written reference ------------------------------------------
 def _reference_resnet152():
     """The reference ResNet-152 with the init that archc's generated modules apply."""
-    from torch import nn
-
+    from archc_torch.runtime import init_weights
     from tests.reference_resnet import resnet
 
     model = resnet(152)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_weights(model)
     return model
 
 

@@ -3,15 +3,19 @@
 Each IR op has a lowering method of the same name that returns the module to build
 (or None) and the forward expression. A lowering may also ask for a module-level helper
 (HELPERS), such as FusedConv2d, the eval-mode conv with its bias/add/ReLU epilogue. The
-same text is written by `archc build -o` and executed by `archc.compile`, so what users
-read is what runs.
+helpers are ordinary code in runtime.py, copied into the source as text, so the source
+imports only torch. The same text is written by `archc build -o` and executed by
+`archc.compile`, so what users read is what runs.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import keyword
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from archc.backend import source_text
@@ -19,120 +23,16 @@ from archc.errors import BackendError
 from archc.ir import OPS, Graph, Node
 from archc.ir.registry import ALIASING, FRESH
 
-# Module-level helpers of the generated source, emitted only when a lowering asks for them.
+# The definitions of runtime.py that every generated file holds.
+PRELUDE = ("Scope", "init_weights")
+# Module-level helpers of the generated source, emitted only when a lowering asks for them:
+# the definitions of runtime.py each one needs, in order.
 HELPERS = {
-    "FrozenBatchNorm2d": '''
-
-class FrozenBatchNorm2d(nn.Module):
-    """BN as a fixed affine from its running statistics, in train() and eval() alike.
-
-    The buffers have nn.BatchNorm2d's names (weight, bias, running_mean, running_var,
-    num_batches_tracked), so its checkpoints load; nothing here is a parameter, so no
-    optimiser changes it.
-    """
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
-        super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.register_buffer("weight", torch.ones(num_features))
-        self.register_buffer("bias", torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
-        shift = self.bias - self.running_mean * scale
-        return x * scale.to(x.dtype)[None, :, None, None] + shift.to(x.dtype)[None, :, None, None]
-
-''',
-    "FusedConv2d": '''
-ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
-
-
-class FusedConv2d(nn.Conv2d):
-    """An nn.Conv2d (same parameters) with its epilogue: y = act(conv(x) + bias [+ r]).
-
-    On CPU in float32 without autograd, one oneDNN call does the conv, the bias, the add and
-    the ReLU (the CPU kernels torch.compile uses); with `into_r`, the result is written into
-    `r`, a buffer nothing reads afterwards. Elsewhere (GPU, float64, autocast, gradients,
-    torch.compile tracing): the same maths in eager ops.
-    """
-
-    # keep the weight reordered into oneDNN's blocked layout (see _weight_for)
-    prepack = ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
-    packed_shapes = 4  # input shapes whose reordered weight is kept (each is a copy of the weight)
-
-    def __init__(self, *args, act: str = "none", into_r: bool = False, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.act = act
-        self.into_r = into_r
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, act={self.act!r}" + (", into_r=True" if self.into_r else "")
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_packed", None)  # a cache of the weight (a oneDNN tensor), rebuilt on the next call
-        return state
-
-    def _weight_for(self, x: torch.Tensor) -> torch.Tensor:
-        """The weight in oneDNN's blocked layout for x's shape, reordered once per weight version and shape.
-
-        Given the plain weight, oneDNN reorders it on every call (a copy of every weight per forward).
-        The layout it picks depends on the whole input shape, batch included, so up to the last few
-        shapes are kept (packed_shapes). The cache is not state: state_dict and load_state_dict see only `weight`,
-        and any change to it (load_state_dict, an in-place edit) moves its version, which clears the cache.
-        """
-        if not self.prepack:
-            return self.weight
-        w = self.weight
-        version = (w.data_ptr(), w._version)
-        cache = self.__dict__.get("_packed")
-        if cache is None or cache[0] != version:
-            cache = self.__dict__["_packed"] = (version, {})
-        shape = tuple(x.shape)
-        packed = cache[1].get(shape)
-        if packed is None:
-            if len(cache[1]) >= self.packed_shapes:
-                del cache[1][next(iter(cache[1]))]  # the oldest shape
-            packed = cache[1][shape] = torch.ops.mkldnn._reorder_convolution_weight(
-                w, self.padding, self.stride, self.dilation, self.groups, list(shape)
-            )
-        return packed
-
-    def forward(self, x: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
-        w, b, relu = self.weight, self.bias, self.act == "relu"
-        if (
-            ONEDNN
-            and x.device.type == "cpu"
-            and x.dtype == w.dtype == torch.float32
-            and x.numel() > 0
-            and (r is None or (r.device.type == "cpu" and r.dtype == torch.float32))
-            and torch.backends.mkldnn.enabled
-            and not torch.is_autocast_enabled("cpu")
-            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, b, r)))
-            and not torch.compiler.is_compiling()
-        ):
-            args = (self._weight_for(x), b, self.padding, self.stride, self.dilation, self.groups)
-            if r is None:
-                return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if relu else "none", [], "")
-            unary = "relu" if relu else None
-            if self.into_r:
-                return torch.ops.mkldnn._convolution_pointwise_.binary(r, x, *args, "add", 1.0, unary, [], "")
-            return torch.ops.mkldnn._convolution_pointwise.binary(x, r, *args, "add", 1.0, unary, [], "")
-        y = super().forward(x)
-        if r is not None:
-            y = y.add_(r)
-        return torch.relu_(y) if relu else y
-
-''',
+    "FrozenBatchNorm2d": ("FrozenBatchNorm2d",),
+    "FusedConv2d": ("ONEDNN", "FusedConv2d"),
 }
 
-HEADER = '''\
+HEADER = """\
 # Generated by archc from {origin}; do not edit.
 # {summary}
 import torch
@@ -140,22 +40,29 @@ import torch.nn.functional as F
 from torch import nn
 {imports}
 
-class Scope(nn.Module):
-    """A named group of layers: a block, a stage or a repeat of the spec."""
+"""
 
 
-def init_weights(model: nn.Module) -> None:
-    """He-normal convs (fan_out), BN weight 1 and bias 0, as torchvision's ResNet."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+@functools.cache
+def runtime_pieces() -> dict[str, str]:
+    """The source text of each top-level definition of runtime.py (class, function, assignment), by name.
 
-'''
+    The file is read and parsed, not imported, so generating source does not load torch.
+    Each piece runs from its first line (decorators included) to its last, and ends in a newline.
+    """
+    text = Path(__file__).with_name("runtime.py").read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    pieces: dict[str, str] = {}
+    for stmt in ast.parse(text).body:
+        if isinstance(stmt, (ast.ClassDef, ast.FunctionDef)):
+            name = stmt.name
+        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            name = stmt.targets[0].id
+        else:
+            continue  # the docstring and the imports, which the header writes
+        first = min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", ()))])
+        pieces[name] = "".join(lines[first - 1 : stmt.end_lineno])
+    return pieces
 
 
 def _pair(v: Any) -> str:
@@ -427,7 +334,8 @@ def generate(
     low = lowering(graph)
     cls = class_name(graph.name)
     nodes = graph.nodes()
-    names = _Names({"self", "x", "torch", "nn", "F", "Scope", "init_weights", "ONEDNN", cls, *HELPERS})
+    runtime = runtime_pieces()
+    names = _Names({"self", "x", "torch", "nn", "F", cls, *runtime})
     init: list[str] = []
     scopes: dict[str, str] = {"": "self"}
 
@@ -485,7 +393,8 @@ def generate(
     name = source_text(graph.name)  # it lands in a comment and a docstring
     summary = f"{name}: {graph.params():,} parameters, {graph.macs() / 1e9:.2f} GMACs per {shape} input"
     src = HEADER.format(origin=source_text(origin), summary=summary, imports="".join(f"{line}\n" for line in imports))
-    src += "".join(HELPERS[h] for h in low.helpers)
+    pieces = [*PRELUDE, *(name for h in low.helpers for name in HELPERS[h])]
+    src += "\n\n".join(runtime[name] for name in pieces) + "\n"
     src += f"\nclass {cls}(nn.Module):\n"
     src += f'    """{summary}."""\n\n'
     src += "    def __init__(self) -> None:\n        super().__init__()\n"
