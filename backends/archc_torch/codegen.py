@@ -18,6 +18,7 @@ from archc.backend import source_text
 from archc.errors import BackendError
 from archc.ir import OPS, Graph, Node
 from archc.ir.registry import ALIASING, FRESH
+from archc_torch.lower_act import ActLowering
 
 # Module-level helpers of the generated source, emitted only when a lowering asks for them.
 HELPERS = {
@@ -188,7 +189,7 @@ def _register(parent: str, leaf: str, value: str) -> str:
     return f"        {parent}.add_module({leaf!r}, {value})"
 
 
-class Lowering:
+class Lowering(ActLowering):
     """Per-op lowering: `op(node, ins) -> (module constructor or None, forward expression)`.
 
     In the forward expression `{m}` stands for the node's module.
@@ -363,8 +364,8 @@ class _Names:
         return name
 
 
-# the attributes that may hold a string: written with repr (act) or not at all (folded_bn)
-STRING_ATTRS = frozenset({"act", "folded_bn"})
+# the attributes that may hold a string: written with repr (act, approximate) or not at all (folded_bn)
+STRING_ATTRS = frozenset({"act", "folded_bn", "approximate"})
 # ... and the strings they may hold, like every layer name: dotted paths of letters, digits, underscores
 _DOTTED = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 
