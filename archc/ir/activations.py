@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archc.ir.registry import OPS, OpProblem, OpSpec, Shape, choice, float_in, register
+from archc.ir.registry import KINDS, OPS, OpProblem, OpSpec, Shape, choice, float_in, register
 
 __all__ = [
     "ACTIVATIONS",
@@ -129,8 +129,9 @@ def torch_kwargs(name: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
     spec = OPS[name]
     out: dict[str, Any] = {}
     for attr, keyword, default in _entry(name).kwargs:
-        check, op_default = spec.attrs[attr]
-        value = check(attrs.get(attr, op_default), attr)  # type: ignore[operator]  # a checker function
+        kind, op_default = spec.attrs[attr]
+        check = KINDS[kind] if isinstance(kind, str) else kind
+        value = check(attrs.get(attr, op_default), attr)
         if value != default:
             out[keyword] = value
     return out
