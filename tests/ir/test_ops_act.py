@@ -149,3 +149,12 @@ def test_build_json_counts_no_parameters_or_macs_for_activations(tmp_path: Path)
     assert reports[0]["params"] == reports[1]["params"] == 4 * 3 * 9 + 4 * 5 + 5
     assert reports[0]["macs"] == reports[1]["macs"]
     assert reports[0]["output_shape"] == [5]
+
+
+def test_cli_prints_a_bad_slope_with_its_place_and_exits_2(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.arch"
+    spec.write_text(_spec("leaky_relu(-1)"))
+    r = CliRunner().invoke(main, ["build", str(spec)])
+    assert r.exit_code == 2
+    assert f"{spec}:3:14: error: 'slope' must be in [0.0, 1.0], got -1" in r.stderr
+    assert "Traceback" not in r.stderr and "hint: give a slope in [0, 1]" in r.stderr
