@@ -1,6 +1,6 @@
 """The graph IR: Graph, Node and the op registry (shape, params, multiply-adds, traits)."""
 
-from archc.ir import fused  # noqa: F401  (registers the fused ops)
+from archc.ir import activations, fused  # noqa: F401  (register the activations and the fused ops)
 from archc.ir.graph import Graph, LintError, Node
 from archc.ir.registry import OPS, OpProblem, OpSpec, infer_node, register, surface_ops, unregister
 

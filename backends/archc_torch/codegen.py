@@ -22,6 +22,7 @@ from archc.backend import source_text
 from archc.errors import BackendError
 from archc.ir import OPS, Graph, Node
 from archc.ir.registry import ALIASING, FRESH
+from archc_torch.lower_act import ActLowering
 
 # The definitions of runtime.py that every generated file holds.
 PRELUDE = ("Scope", "init_weights")
@@ -95,7 +96,7 @@ def _register(parent: str, leaf: str, value: str) -> str:
     return f"        {parent}.add_module({leaf!r}, {value})"
 
 
-class Lowering:
+class Lowering(ActLowering):
     """Per-op lowering: `op(node, ins) -> (module constructor or None, forward expression)`.
 
     In the forward expression `{m}` stands for the node's module.
@@ -270,8 +271,8 @@ class _Names:
         return name
 
 
-# the attributes that may hold a string: written with repr (act) or not at all (folded_bn)
-STRING_ATTRS = frozenset({"act", "folded_bn"})
+# the attributes that may hold a string: written with repr (act, approximate) or not at all (folded_bn)
+STRING_ATTRS = frozenset({"act", "folded_bn", "approximate"})
 # ... and the strings they may hold, like every layer name: dotted paths of letters, digits, underscores
 _DOTTED = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 
