@@ -231,9 +231,10 @@ class _Bench:
         """The class count of the cross-entropy labels (train mode needs a class vector)."""
         out = self.graph.output.shape
         if self.cfg.mode == "train" and (len(out) != 1 or len(self.graph.outputs) != 1):
-            what = f"{len(self.graph.outputs)} outputs" if len(self.graph.outputs) != 1 else "x".join(map(str, out))
+            n = len(self.graph.outputs)
+            what = f"it has {n} outputs" if n != 1 else f"its output is {'x'.join(map(str, out))}"
             raise ArchcError(
-                f"archc bench trains '{self.graph.name}' with cross-entropy on a class vector, but it outputs {what}",
+                f"archc bench trains '{self.graph.name}' with cross-entropy on a class vector, but {what}",
                 hint="bench it with --mode eval, or end the net with `flatten` and a `linear` classifier",
             )
         return out[0] if len(out) == 1 else 1

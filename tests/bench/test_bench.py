@@ -139,7 +139,7 @@ def test_train_mode_needs_a_class_vector(tmp_path: Path) -> None:
     spec.write_text(NO_REFERENCE.replace("  avgpool: avgpool\n  flatten\n  fc: linear(10)\n", ""))
     code, out, err = bench(str(spec), "--mode", "train", *SMALL)
     assert code == 2 and out == ""
-    assert "cross-entropy on a class vector, but it outputs 8x16x16" in err and "--mode eval" in err
+    assert "cross-entropy on a class vector, but its output is 8x16x16" in err and "--mode eval" in err
     code, out, err = bench(str(spec), "--mode", "eval", *SMALL, "--json")
     assert code == 0, err
     assert candidates(out)["archc[torch]"]["output_close"] is True

@@ -139,6 +139,14 @@ def test_train_mode_differs_from_eval_mode() -> None:
     assert (interp.run(x, train=True) - interp.run(x)).abs().max().item() > 1e-3
 
 
+def test_every_registered_op_has_a_method() -> None:
+    """A new op in the registry needs its reference here too (archc bench checks outputs with it)."""
+    from archc.ir import OPS
+
+    missing = [op for op in OPS if not callable(getattr(Interpreter, op, None))]
+    assert not missing, f"archc.ir.Interpreter has no method for {missing}"
+
+
 def test_unknown_op_is_a_located_error() -> None:
     graph, module = _compiled("resnet20", "train")
     node = next(n for n in graph.nodes() if n.op == "bn_act")
