@@ -1,7 +1,8 @@
-"""`archc bench`: img/s, peak memory and build time of archc's modules against hand-written PyTorch.
+"""`archc bench`: img/s, peak memory and build time of archc's modules against eager PyTorch.
 
-`reference` holds the hand-written nets and `reference_for(graph)`; `runner` the
-measurements. Both import torch, so this package imports neither until asked.
+The eager baseline of every spec is the spec compiled with no passes; `reference` holds the
+hand-written nets (a second baseline for the paper's nets) and `reference_for(graph)`;
+`runner` the measurements. Both import torch, so this package imports neither until asked.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""A hand-written reference ResNet, independent of archc: the baseline of `archc bench`
-and the oracle of the equivalence and acceptance tests.
+"""A hand-written reference ResNet, independent of archc: the second baseline of `archc bench`
+for the paper's nets and the oracle of the equivalence and acceptance tests.
 
 Written from "Deep Residual Learning for Image Recognition" (He et al. 2015) with the
 module names of torchvision's ResNet (conv1, bn1, relu, maxpool, layer1.0.conv1,
@@ -253,10 +253,10 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
 # --- matching a built graph to its hand-written counterpart ----------------------------------
 
 _HINT = (
-    "archc bench compares against the hand-written nets of archc/bench/reference.py: the ImageNet "
-    "ResNets of Table 1 (18/34/50/101/152, shortcut A/B/C, stride_in_1x1 either way), the plain "
-    "nets (shortcut=none) and the CIFAR-10 6n+2 nets of Sec 4.2; benchmark other specs with "
-    "your own harness"
+    "the hand-written nets of archc/bench/reference.py are the ImageNet ResNets of Table 1 "
+    "(18/34/50/101/152, shortcut A/B/C, stride_in_1x1 either way), the plain nets (shortcut=none) "
+    "and the CIFAR-10 6n+2 nets of Sec 4.2; archc bench measures every other spec against its "
+    "unoptimised build (the eager baseline) alone"
 )
 # Ops the reference nets can be built from (after either pass pipeline).
 _OPS = {

@@ -1,8 +1,16 @@
-"""The measurements behind `archc bench`: archc's modules against hand-written PyTorch.
+"""The measurements behind `archc bench`: archc's modules against eager PyTorch of the same spec.
 
-For one spec, every candidate (archc with each requested backend; the hand-written
-reference net in eager mode; torch.compile of that net) runs the same step on the same
-synthetic batch:
+For one spec, every candidate runs the same step on the same synthetic batch:
+
+* eager (the baseline of every spec): the spec compiled with no optimisation passes by the
+  torch backend, i.e. the network as standard nn modules (nn.Conv2d, nn.BatchNorm2d, ...)
+  in eager mode;
+* reference: the hand-written ResNet of archc.bench.reference, where one matches the spec
+  (the paper's nets), as a second baseline that shares no code with archc;
+* archc[backend]: the spec through its pass pipeline, with each requested backend;
+* torch.compile: torch.compile of the eager baseline.
+
+The step:
 
 * train: forward, cross-entropy loss, backward and an SGD step with the paper's
   optimizer (lr 0.1, momentum 0.9, weight decay 1e-4);
@@ -10,7 +18,7 @@ synthetic batch:
 
 dtype "bf16" runs every candidate's forward (and loss) under torch.autocast(bfloat16);
 the parameters stay float32. The input is channels_last for everyone, and the eager
-reference is converted to channels_last, as is archc's module (its graph asks for it).
+baseline and the reference are converted to channels_last, as is archc's module (its graph asks for it).
 On a GPU cuDNN's autotuner is on (torch.backends.cudnn.benchmark).
 
 Per candidate: the first step is timed on its own (for archc it is the "first run"
@@ -26,16 +34,20 @@ batch / median step time. Peak memory is measured over the timed steps:
   pages, not tensors, so it is coarser than the GPU figure; where /proc/self/clear_refs
   cannot be written it is not reported.
 
-Before the candidates, one untimed step of the reference primes the process (library
+Before the candidates, one untimed step of the eager baseline primes the process (library
 initialisation, thread pools, workspaces), so that the first candidate pays no more
 one-time costs than the others.
 
-All candidates start from the same weights: a reference net with torch's default init,
-random BN affine parameters and BN running statistics calibrated on the benchmark batch
-(one train-mode forward with cumulative averaging); archc loads them with `weights=` in
-the spec's own key space (folding BNs in eval mode). After timing, each archc module's
-output on the batch is compared in float32 (no autocast, no TF32) with the reference's:
-the eval forward in eval mode, the train-mode forward (batch statistics) in train mode.
+All candidates start from the same weights, in the spec's own key space: the eager
+baseline's init (archc's He init), random BN affine parameters and BN running statistics
+calibrated on the benchmark batch (one train-mode forward with cumulative averaging);
+archc loads them with `weights=` (folding BNs in eval mode), the reference with
+load_state_dict. After timing, each candidate's output on the batch (a fresh module at the
+same weights) is compared in float32 (no autocast, no TF32) with the oracle's: the IR
+interpreter (archc.ir.Interpreter, reference torch.nn.functional ops, no generated code)
+running the spec's graph without passes, in eval mode for eval, with batch statistics for
+train. Train mode needs a net whose output is a class vector (cross-entropy); eval mode
+takes any output (a dict of `output` taps is compared tap by tap, flattened).
 """
 
 from __future__ import annotations
@@ -59,7 +71,9 @@ from typing import Any
 from archc.errors import ArchcError, BackendError
 from archc.frontend.loader import looks_like_path
 
-BASELINES = ("eager", "compile")
+BASELINES = ("eager", "reference", "compile")
+# candidate names of the baselines, and what each ratio `speedup_vs_<key>` is against
+BASELINE_ROWS = {"eager": "eager", "reference": "reference", "compile": "torch.compile"}
 DTYPES = ("bf16", "fp32")
 MODES = ("train", "eval")
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
@@ -78,7 +92,8 @@ class BenchConfig:
     Attributes:
         spec: a `.arch` path or text.
         backends: archc backends to measure (each gives one candidate).
-        baselines: "eager" and/or "compile".
+        baselines: any of "eager" (the spec without passes), "reference" (the hand-written
+            net, where one matches the spec) and "compile" (torch.compile of eager).
         mode: "train" or "eval".
         batch: images per step.
         dtype: "bf16" (autocast) or "fp32"; None: bf16 on a GPU, fp32 on CPU.
@@ -93,7 +108,7 @@ class BenchConfig:
 
     spec: str | os.PathLike
     backends: tuple[str, ...] = ("torch",)
-    baselines: tuple[str, ...] = ("eager",)
+    baselines: tuple[str, ...] = ("eager", "reference")
     mode: str = "train"
     batch: int = 16
     dtype: str | None = None
@@ -161,7 +176,6 @@ class _Bench:
 
         from archc.api import build
         from archc.backend import available
-        from archc.bench.reference import reference_for
 
         self.torch = torch
         self.cfg = cfg
@@ -189,25 +203,49 @@ class _Bench:
 
         # The spec's graph (the same pipeline the archc candidates use) picks the reference.
         self.graph = build(cfg.spec, mode=cfg.mode, overrides=cfg.overrides, lower=False).graph
-        self.ref = reference_for(self.graph)
+        self.plain = build(cfg.spec, mode=cfg.mode, overrides=cfg.overrides, passes=[], lower=False).graph
+        self.ref, self.ref_note = self._find_reference()
         self.shape = tuple(self.graph.input.shape)
         g = torch.Generator().manual_seed(cfg.seed)
         x = torch.randn((cfg.batch, *self.shape), generator=g)
         self.x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-        self.y = torch.randint(self.ref.num_classes, (cfg.batch,), generator=g).to(self.device)
+        self.y = torch.randint(self._classes(), (cfg.batch,), generator=g).to(self.device)
         self.state = self._weights()
-        self.want = self._reference_output()
+        self.want = self._oracle_output()
         self._prime()
         self.memory_metric = GPU_MEMORY if self.cuda else (CPU_MEMORY if _reset_peak_rss() else None)
 
     # -- set-up -------------------------------------------------------------------------------
+    def _find_reference(self) -> tuple[Any, str | None]:
+        """The hand-written net matching the spec, or None and why not."""
+        if "reference" not in self.cfg.baselines:
+            return None, None
+        from archc.bench.reference import reference_for
+
+        try:
+            return reference_for(self.graph), None
+        except ArchcError as err:
+            return None, err.message
+
+    def _classes(self) -> int:
+        """The class count of the cross-entropy labels (train mode needs a class vector)."""
+        out = self.graph.output.shape
+        if self.cfg.mode == "train" and (len(out) != 1 or len(self.graph.outputs) != 1):
+            n = len(self.graph.outputs)
+            what = f"it has {n} outputs" if n != 1 else f"its output is {'x'.join(map(str, out))}"
+            raise ArchcError(
+                f"archc bench trains '{self.graph.name}' with cross-entropy on a class vector, but {what}",
+                hint="bench it with --mode eval, or end the net with `flatten` and a `linear` classifier",
+            )
+        return out[0] if len(out) == 1 else 1
+
     def _weights(self) -> dict[str, Any]:
-        """The reference's default init, random BN affine, BN statistics calibrated on the batch."""
+        """The eager baseline's init, random BN affine, BN statistics calibrated on the batch."""
         torch = self.torch
-        torch.manual_seed(self.cfg.seed)
-        model = self.ref.make().to(self.device, memory_format=torch.channels_last)
+        model = self._eager_model(self.cfg.seed)
         g = torch.Generator().manual_seed(self.cfg.seed + 1)
-        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.affine]
+        momenta = [m.momentum for m in bns]
         with torch.no_grad():
             for m in bns:
                 m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
@@ -216,9 +254,20 @@ class _Bench:
             model.train()
             with self._exact():
                 model(self.x)
-        for m in bns:
-            m.momentum = 0.1
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def _eager_model(self, seed: int | None = None) -> Any:
+        """The eager baseline: the spec without passes, as standard nn modules, channels_last."""
+        from archc.api import build
+
+        if seed is not None:
+            self.torch.manual_seed(seed)
+        b = build(self.cfg.spec, mode=self.cfg.mode, overrides=self.cfg.overrides, passes=[])
+        if seed is None:
+            b.module.load_state_dict(self.state)
+        return b.module.to(self.device, memory_format=self.torch.channels_last)
 
     def _reference_model(self) -> Any:
         torch = self.torch
@@ -226,12 +275,27 @@ class _Bench:
         model.load_state_dict(self.state)  # copies into the channels_last parameters
         return model
 
-    def _reference_output(self) -> Any:
-        model = self._reference_model()
-        model.train(self.cfg.mode == "train")
+    def _flat(self, out: Any) -> Any:
+        """One float32 (N, K) tensor of an output: a dict of taps is flattened and joined in order."""
+        if isinstance(out, dict):
+            return self.torch.cat([v.float().flatten(1) for v in out.values()], 1)
+        return out.float().flatten(1)
+
+    def _oracle_output(self) -> Any:
+        """The IR interpreter's output on the spec's graph without passes (see the module docstring)."""
+        from archc.ir import Interpreter
+
         with self.torch.no_grad(), self._exact():
-            out = model(self.x).float()
-        return out
+            out = Interpreter(self.plain, self.state).run(self.x, train=self.cfg.mode == "train")
+        return self._flat(out)
+
+    def _check(self, row: dict[str, Any], model: Any) -> None:
+        """Fill the row's output comparison with the oracle: max_abs_diff, output_scale, output_close."""
+        with self.torch.no_grad(), self._exact():
+            got = self._flat(model.train(self.cfg.mode == "train")(self.x))
+        row["max_abs_diff"] = (got - self.want).abs().max().item()
+        row["output_scale"] = self.want.abs().max().item()
+        row["output_close"] = row["max_abs_diff"] <= OUTPUT_RTOL * max(1.0, row["output_scale"])
 
     @contextlib.contextmanager
     def _exact(self) -> Iterator[None]:
@@ -269,9 +333,9 @@ class _Bench:
             _malloc_trim()
 
     def _prime(self) -> None:
-        """One untimed step of the reference, so that no candidate pays the process's one-time
+        """One untimed step of the eager baseline, so that no candidate pays the process's one-time
         costs (library initialisation, thread pools, workspaces) in its time or memory."""
-        model = self._reference_model().train(self.cfg.mode == "train")
+        model = self._eager_model().train(self.cfg.mode == "train")
         self._step(model, model.parameters())()
         self._sync()
         del model
@@ -349,9 +413,18 @@ class _Bench:
 
     # -- candidates ---------------------------------------------------------------------------
     def eager(self, row: dict[str, Any]) -> None:
+        self._baseline(row, self._eager_model)
+
+    def reference(self, row: dict[str, Any]) -> None:
+        self._baseline(row, self._reference_model)
+
+    def _baseline(self, row: dict[str, Any], make: Callable[[], Any]) -> None:
         base = self._memory_base()
-        model = self._reference_model().train(self.cfg.mode == "train")
+        model = make().train(self.cfg.mode == "train")
         self._time(self._step(model, model.parameters()), row, base)
+        del model  # the timed steps changed the weights: check a fresh one
+        self._free()
+        self._check(row, make())
 
     def compiled(self, row: dict[str, Any]) -> None:
         import torch._dynamo
@@ -360,7 +433,7 @@ class _Bench:
         mode = self.cfg.compile_mode or ("max-autotune" if self.cfg.mode == "eval" else "default")
         row["compile_mode"] = mode
         base = self._memory_base()
-        model = self._reference_model().train(self.cfg.mode == "train")
+        model = self._eager_model().train(self.cfg.mode == "train")
         torch._dynamo.reset()
         # A cold compile: no FX-graph, AOT-autograd or autotuning results from earlier runs.
         with inductor_config.patch(force_disable_caches=True), warnings.catch_warnings():
@@ -373,7 +446,6 @@ class _Bench:
         from archc.api import build, load_weights
         from archc.bench.dispatch import KERNEL, dispatch_counts, fallbacks
 
-        torch = self.torch
         base = self._memory_base()
         try:
             t = time.perf_counter()
@@ -398,11 +470,7 @@ class _Bench:
             model = self._prepare(
                 build(self.cfg.spec, backend=backend, mode="train", overrides=self.cfg.overrides), load_weights
             )
-        with torch.no_grad(), self._exact():
-            got = model(self.x).float()
-        row["max_abs_diff"] = (got - self.want).abs().max().item()
-        row["output_scale"] = self.want.abs().max().item()
-        row["output_close"] = row["max_abs_diff"] <= OUTPUT_RTOL * max(1.0, row["output_scale"])
+        self._check(row, model)
 
     def _prepare(self, b: Any, load_weights: Callable[..., None]) -> Any:
         load_weights(b.module, self.state, b.graph)
@@ -414,6 +482,8 @@ class _Bench:
         out: list[tuple[str, str, str | None, Callable[[dict[str, Any]], None]]] = []
         if "eager" in self.cfg.baselines:
             out.append(("eager", "baseline", None, self.eager))
+        if self.ref is not None:
+            out.append(("reference", "baseline", None, self.reference))
         for name in self.cfg.backends:
             out.append((f"archc[{name}]", "archc", name, lambda row, n=name: self.archc(row, n)))
         if "compile" in self.cfg.baselines:
@@ -434,26 +504,34 @@ class _Bench:
                 self._free()
             rows.append(row)
         by = {r["name"]: r for r in rows if r["status"] == "ok"}
-        eager, comp = by.get("eager"), by.get("torch.compile")
+        comp = by.get("torch.compile")
         for r in rows:
             if r["status"] != "ok":
                 continue
-            r.update(speedup_vs_eager=None, speedup_vs_compile=None, mem_vs_eager=None)
             if r["kind"] == "archc":
                 r["build_vs_compile"] = r["build_first_run_vs_compile"] = None
-            if r is not eager and eager is not None:
-                r["speedup_vs_eager"] = _ratio(r["img_per_s"], eager["img_per_s"])
-                if min(r.get("peak_mem_mib") or 0, eager.get("peak_mem_mib") or 0) >= MIN_MEM_MIB:
-                    r["mem_vs_eager"] = _ratio(r["peak_mem_mib"], eager["peak_mem_mib"])
-            if r is not comp and comp is not None:
-                r["speedup_vs_compile"] = _ratio(r["img_per_s"], comp["img_per_s"])
+            for key, name in BASELINE_ROWS.items():
+                b = by.get(name)
+                r[f"speedup_vs_{key}"] = None if b is None or b is r else _ratio(r["img_per_s"], b["img_per_s"])
+                if key == "compile":  # no memory ratio against torch.compile
+                    continue
+                r[f"mem_vs_{key}"] = None
+                if b is not None and b is not r and min(r["peak_mem_mib"] or 0, b["peak_mem_mib"] or 0) >= MIN_MEM_MIB:
+                    r[f"mem_vs_{key}"] = _ratio(r["peak_mem_mib"], b["peak_mem_mib"])
             if r["kind"] == "archc" and comp is not None:
                 r["build_vs_compile"] = _ratio(r["build_s"], comp["compile_s"])
                 r["build_first_run_vs_compile"] = _ratio(r["build_first_run_s"], comp["compile_s"])
         return {
             "spec": os.fspath(self.cfg.spec) if looks_like_path(self.cfg.spec) else "<spec>",
             "net": self.graph.name,
-            "reference": self.ref.describe(),
+            "baselines": {
+                "eager": "the spec compiled with no optimisation passes (torch backend, standard nn modules)",
+                "reference": self.ref.describe() if self.ref is not None else None,
+                "compile": "torch.compile of eager",
+            },
+            "reference": self.ref.describe() if self.ref is not None else None,
+            "reference_note": self.ref_note,
+            "oracle": "archc.ir.Interpreter on the spec's graph without passes",
             "mode": self.cfg.mode,
             "batch": self.cfg.batch,
             "dtype": self.dtype,
@@ -496,16 +574,19 @@ def run(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict[str,
         log: called with a line of progress before each candidate.
 
     Returns:
-        A JSON-serialisable dict: the set-up (net, reference, device, dtype, memory metric,
-        versions) and one entry per candidate under "candidates", each with "status"
-        ("ok", "unavailable": its backend cannot run here, or "failed") and, when ok,
-        img_per_s, step_ms, peak_mem_mib, first_run_s, and the ratios speedup_vs_eager,
-        speedup_vs_compile, mem_vs_eager; archc entries also build_s, build_vs_compile,
-        build_first_run_vs_compile, max_abs_diff, output_scale and output_close (max_abs_diff
-        within OUTPUT_RTOL of the output's scale); torch.compile compile_s.
+        A JSON-serialisable dict: the set-up (net, baselines, reference or None with
+        reference_note saying why none matches, oracle, device, dtype, memory metric, versions)
+        and one entry per candidate under "candidates", each with "status" ("ok",
+        "unavailable": its backend cannot run here, or "failed") and, when ok, img_per_s,
+        step_ms, peak_mem_mib, first_run_s, and the ratios speedup_vs_eager,
+        speedup_vs_reference, speedup_vs_compile, mem_vs_eager, mem_vs_reference (None where
+        that baseline did not run); every candidate but torch.compile also max_abs_diff,
+        output_scale and output_close (max_abs_diff from the oracle within OUTPUT_RTOL of the
+        output's scale); archc entries build_s, build_vs_compile, build_first_run_vs_compile;
+        torch.compile compile_s.
 
     Raises:
-        ArchcError: a bad spec or option, or a spec without a hand-written counterpart.
+        ArchcError: a bad spec or option, or a train-mode bench of a net without a class vector output.
     """
     from archc.threads import torch_threads
 

@@ -1,11 +1,13 @@
-"""The graph IR: Graph, Node and the op registry (shape, params, multiply-adds, traits)."""
+"""The graph IR: Graph, Node, the op registry (shape, params, multiply-adds, traits) and a reference interpreter."""
 
 from archc.ir import activations, fused  # noqa: F401  (register the activations and the fused ops)
 from archc.ir.graph import Graph, LintError, Node
+from archc.ir.interpreter import Interpreter
 from archc.ir.registry import OPS, OpProblem, OpSpec, infer_node, register, surface_ops, unregister
 
 __all__ = [
     "Graph",
+    "Interpreter",
     "LintError",
     "Node",
     "OPS",

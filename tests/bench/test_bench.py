@@ -16,6 +16,7 @@ from archc.api import build  # noqa: E402
 from archc.bench.reference import CifarResNet, ResNet, reference_for  # noqa: E402
 from archc.cli import main  # noqa: E402
 from archc.errors import ArchcError  # noqa: E402
+from tests.test_docs_python import _write_files
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ("--batch", "2", "--iters", "1", "--warmup", "0", "--set", "input_size=3x16x16")
@@ -57,22 +58,29 @@ def candidates(out: str) -> dict[str, dict]:
 
 def test_eval_json_has_throughput_ratios_and_matching_outputs() -> None:
     code, out, err = bench(
-        "specs/cifar/resnet20.arch", "--backend", "torch", "--baseline", "eager", "--mode", "eval", *SMALL, "--json"
-    )
+        "specs/cifar/resnet20.arch", "--backend", "torch", "--baseline", "eager,reference", "--mode", "eval", *SMALL,
+        "--json",
+    )  # fmt: skip
     assert code == 0, err
     r = json.loads(out)
     assert r["net"] == "resnet20" and r["mode"] == "eval" and r["batch"] == 2 and r["input_shape"] == [3, 16, 16]
-    assert "cifar_resnet(3, shortcut='A'" in r["reference"]
+    assert "cifar_resnet(3, shortcut='A'" in r["reference"] and r["reference_note"] is None
+    assert r["baselines"]["eager"].startswith("the spec compiled with no optimisation passes")
     assert r["dtype"] == ("bf16" if torch.cuda.is_available() else "fp32")
     assert r["versions"]["torch"] == torch.__version__
     c = candidates(out)
-    assert set(c) == {"eager", "archc[torch]"}
+    # the paper's net: the hand-written reference runs as a second baseline
+    assert list(c) == ["eager", "reference", "archc[torch]"]
     for row in c.values():
         assert row["status"] == "ok"
         assert row["img_per_s"] > 0 and row["step_ms"]["median"] > 0 and row["first_run_s"] > 0
-        assert {"speedup_vs_eager", "speedup_vs_compile", "mem_vs_eager"} <= set(row)
+        assert {"speedup_vs_eager", "speedup_vs_reference", "speedup_vs_compile", "mem_vs_eager"} <= set(row)
+        # every candidate's output against the interpreter's; eager runs the same torch ops
+        assert row["max_abs_diff"] < 1e-4 and row["output_close"] is True
+    assert c["eager"]["max_abs_diff"] == 0
     archc = c["archc[torch]"]
-    assert archc["speedup_vs_eager"] > 0
+    assert archc["speedup_vs_eager"] > 0 and archc["speedup_vs_reference"] > 0
+    assert c["reference"]["speedup_vs_eager"] > 0 and c["eager"]["speedup_vs_eager"] is None
     assert archc["speedup_vs_compile"] is None  # no torch.compile baseline asked for
     assert "build_first_run_vs_compile" in archc and archc["build_s"] > 0
     assert set(archc["build_ms"]) == {"parse", "elaborate", "passes", "lower"}
@@ -80,22 +88,61 @@ def test_eval_json_has_throughput_ratios_and_matching_outputs() -> None:
 
 
 def test_train_mode_prints_the_table() -> None:
-    code, out, err = bench("specs/cifar/resnet20.arch", "--baseline", "eager", "--mode", "train", *SMALL)
+    code, out, err = bench("specs/cifar/resnet20.arch", "--mode", "train", *SMALL)
     assert code == 0, err
-    for word in ("resnet20", "train, batch 2", "eager", "archc[torch]", "img/s", "peak", "build"):
+    for word in ("resnet20", "train, batch 2", "eager", "reference", "archc[torch]", "img/s", "peak", "build"):
         assert word in out
+    assert "ref: the hand-written net archc.bench.reference.cifar_resnet(3, shortcut='A'" in out
     assert "SGD(lr=0.1, momentum=0.9, weight_decay=0.0001)" in out
-    assert "train-mode forward at the same weights: max abs diff" in out
+    assert "max diff: fp32 train-mode forward at the same weights against archc.ir.Interpreter" in out
+    assert "archc[torch]: max abs diff" in out and "reference: max abs diff" in out
     assert "THE OUTPUTS DIFFER" not in out
 
 
-def test_spec_without_reference_exits_2(tmp_path: Path) -> None:
+def _no_reference_row(out: str, net: str) -> dict:
+    r = json.loads(out)
+    assert r["reference"] is None and f"no hand-written reference net matches '{net}'" in r["reference_note"]
+    c = candidates(out)
+    assert list(c) == ["eager", "archc[torch]"]  # no reference row, no error
+    for row in c.values():
+        assert row["status"] == "ok" and row["output_close"] is True
+    assert c["archc[torch]"]["speedup_vs_eager"] > 0 and c["archc[torch]"]["speedup_vs_reference"] is None
+    return r
+
+
+def test_spec_without_reference_benches_against_its_unoptimised_build(tmp_path: Path) -> None:
     spec = tmp_path / "tiny.arch"
     spec.write_text(NO_REFERENCE)
-    code, out, err = bench(str(spec), *SMALL)
+    code, out, err = bench(str(spec), *SMALL, "--json")
+    assert code == 0, err
+    r = _no_reference_row(out, "tiny")
+    assert "no node named layerK.J.conv1" in r["reference_note"]
+
+
+def test_the_tutorials_preact_net_benches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pre-activation net of docs/writing-blocks.md, which bench once refused: train (table), eval (JSON)."""
+    _write_files(ROOT / "docs" / "writing-blocks.md", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = ("--batch", "2", "--iters", "1", "--warmup", "0", "--set", "n=1", "--set", "input_size=3x8x8")
+    code, out, err = bench("preact20.arch", "--mode", "train", *args)
+    assert code == 0, err
+    assert "eager: the spec compiled with no optimisation passes" in out
+    assert "ref: none, no hand-written reference net matches 'preact20'" in out
+    assert "archc[torch]: max abs diff" in out and "THE OUTPUTS DIFFER" not in out
+    code, out, err = bench("preact20.arch", "--mode", "eval", *args, "--json")
+    assert code == 0, err
+    _no_reference_row(out, "preact20")
+
+
+def test_train_mode_needs_a_class_vector(tmp_path: Path) -> None:
+    spec = tmp_path / "trunk.arch"
+    spec.write_text(NO_REFERENCE.replace("  avgpool: avgpool\n  flatten\n  fc: linear(10)\n", ""))
+    code, out, err = bench(str(spec), "--mode", "train", *SMALL)
     assert code == 2 and out == ""
-    assert "no hand-written reference net matches 'tiny'" in err
-    assert "no node named layerK.J.conv1" in err and "hint:" in err
+    assert "cross-entropy on a class vector, but its output is 8x16x16" in err and "--mode eval" in err
+    code, out, err = bench(str(spec), "--mode", "eval", *SMALL, "--json")
+    assert code == 0, err
+    assert candidates(out)["archc[torch]"]["output_close"] is True
 
 
 @pytest.mark.parametrize(
