@@ -66,6 +66,10 @@ class PassManager:
     Args:
         passes: pass names, in order.
         dump_after: pass names after which to keep `graph.dump_text()`.
+
+    Raises:
+        ArchcError: an unknown pass, a dump after a pass not run, or a pass listed before one it
+            requires (see `register`).
     """
 
     passes: list[str]
@@ -91,7 +95,7 @@ class PassManager:
         Raises:
             ArchcError: naming both passes and the order to use.
         """
-        first = {}
+        first: dict[str, int] = {}
         for i, name in enumerate(self.passes):
             first.setdefault(name, i)
         for name, i in first.items():
