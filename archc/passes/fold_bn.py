@@ -1,4 +1,4 @@
-"""Fold BN into the preceding conv (eval only).
+"""Fold BN into the preceding conv (eval only): a one-rule table.
 
     bn(conv(x, W, b), gamma, beta, mean, var, eps)
       = conv(x, W * s) + (b - mean) * s + beta,   s = gamma / sqrt(var + eps)
@@ -12,25 +12,15 @@ from __future__ import annotations
 
 from archc.ir import Graph, Node
 from archc.passes.manager import register
+from archc.passes.patterns import ANY, Match, Rule, fuse_into, pat, rewrite_fixed_point
+
+# BN with running statistics is a fixed affine in eval mode, frozen or not; without them it
+# normalises with the batch's statistics and folds into nothing
+BN_OPS = ("bn", "frozen_bn")
 
 
-def sole_user(graph: Graph, node: Node) -> Node | None:
-    """The one node that reads `node`, or None when it has several users or is an output."""
-    users = graph.users(node.name)
-    if len(users) != 1 or node.name in graph.outputs:
-        return None
-    user = graph.node(users[0])
-    # a user reading the value twice (add(x, x)) is two uses
-    return user if user.inputs.count(node.name) == 1 else None
-
-
-def fold_one(graph: Graph, conv: Node) -> bool:
-    """Fold the BN after `conv` into it; False (graph untouched) when the rule does not apply."""
-    if conv.op != "conv":
-        return False
-    bn = sole_user(graph, conv)
-    if bn is None or bn.op not in ("bn", "frozen_bn") or not bn.attrs["track_running_stats"]:
-        return False
+def _fold(graph: Graph, m: Match) -> Node:
+    conv, bn = m["conv"], m["bn"]
     attrs = {
         **conv.attrs,
         "bias": True,
@@ -40,10 +30,18 @@ def fold_one(graph: Graph, conv: Node) -> bool:
         "act": "none",
         "residual": False,
     }
-    graph.rewrite(conv.name, "fused_conv", conv.inputs, attrs)
-    graph.replace_all_uses(bn.name, conv.name)
-    graph.remove_node(bn.name)
-    return True
+    return fuse_into(graph, m, conv, "fused_conv", conv.inputs, attrs)
+
+
+RULES = [
+    # bn(conv(x)) -> fused_conv(x, folded_bn=bn)    W' = W * s, b' = (b - mean) * s + beta
+    Rule(
+        "conv_bn",
+        pat(BN_OPS, pat("conv", ANY("x"), name="conv"), name="bn"),
+        _fold,
+        where=lambda m: m["bn"].attrs["track_running_stats"],
+    ),
+]
 
 
 @register("fold_bn", "fold each BN into the conv before it (eval; needs running statistics)")
@@ -53,4 +51,4 @@ def fold_bn(graph: Graph) -> int:
     Returns:
         How many BNs were folded.
     """
-    return sum(fold_one(graph, n) for n in graph.nodes() if n.name in graph)
+    return rewrite_fixed_point(graph, RULES)

@@ -1,38 +1,32 @@
-"""Fuse activations and residual adds into their producers: a table of rewrite rules.
+"""Fuse activations and residual adds into their producers: two tables of rewrite rules.
 
-Each rule looks at one node and returns True after rewriting, False when it does
-not apply (the graph is then untouched). Rules, with their algebra:
+Rules, with their algebra (each pattern is rooted at the ReLU; `add` commutes, so the
+producer may be either operand):
 
 eval (after fold_bn):
-  conv_act      relu(fused_conv(x))             -> fused_conv(x, act=relu)
-                relu(conv(x))                   -> fused_conv(x, act=relu)       (no BN to fold)
   conv_add_act  relu(add(fused_conv(x), r))     -> fused_conv(x, r, act=relu)   y = relu(conv(x) + b + r)
                 relu(add(r, fused_conv(x)))     -> the same; addition commutes
+  conv_act      relu(fused_conv(x))             -> fused_conv(x, act=relu)
+                relu(conv(x))                   -> fused_conv(x, act=relu)       (no BN to fold)
 train:
-  bn_act        relu(bn(x))                     -> bn_act(x)
   bn_add_act    relu(add(bn(x), r))             -> bn_act(x, r)                 y = relu(bn(x) + r)
                 relu(add(r, bn(x)))             -> the same
+  bn_act        relu(bn(x))                     -> bn_act(x)
 
 A producer is fused only when its result has no other user, so no value that
-something else reads disappears.
+something else reads disappears (the pattern driver checks it for every rule).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from archc.ir import Graph, Node
-from archc.passes.fold_bn import sole_user
 from archc.passes.manager import register
+from archc.passes.patterns import ANY, Match, Pattern, Rule, fuse_into, pat, rewrite_fixed_point
 
 
-def _absorb(graph: Graph, keep: Node, op: str, inputs: tuple[str, ...], attrs: dict, gone: list[Node]) -> bool:
-    """Rewrite `keep` to op(inputs), let it stand for the last of `gone`, and delete `gone`."""
-    graph.rewrite(keep.name, op, inputs, attrs)
-    graph.replace_all_uses(gone[-1].name, keep.name)
-    for node in reversed(gone):
-        graph.remove_node(node.name)
-    return True
+def _bare_conv(n: Node) -> bool:
+    """A conv with no epilogue yet: a plain conv, or a fused_conv (a folded BN) without act or add."""
+    return n.op == "conv" or (n.op == "fused_conv" and n.attrs["act"] == "none" and not n.attrs["residual"])
 
 
 def _conv_attrs(n: Node) -> dict:
@@ -41,80 +35,63 @@ def _conv_attrs(n: Node) -> dict:
     return {**n.attrs, "conv_bias": n.attrs["bias"], "folded_bn": None, "bn_eps": 1e-5, "residual": False}
 
 
-def conv_act(graph: Graph, n: Node) -> bool:
-    if not (n.op == "fused_conv" and n.attrs["act"] == "none" and not n.attrs["residual"]) and n.op != "conv":
-        return False
-    relu = sole_user(graph, n)
-    if relu is None or relu.op != "relu":
-        return False
-    return _absorb(graph, n, "fused_conv", n.inputs, {**_conv_attrs(n), "act": "relu"}, [relu])
+def _conv_act(graph: Graph, m: Match) -> Node:
+    conv = m["conv"]
+    return fuse_into(graph, m, conv, "fused_conv", conv.inputs, {**_conv_attrs(conv), "act": "relu"})
 
 
-def _tail(graph: Graph, n: Node) -> tuple[Node, Node, str] | None:
-    """For producer n: (add, relu, other input) when relu(add(n, other)) with single users."""
-    add = sole_user(graph, n)
-    if add is None or add.op != "add":
-        return None
-    relu = sole_user(graph, add)
-    if relu is None or relu.op != "relu":
-        return None
-    other = add.inputs[1] if add.inputs[0] == n.name else add.inputs[0]
-    return add, relu, other
+def _conv_add_act(graph: Graph, m: Match) -> Node:
+    conv = m["conv"]
+    attrs = {**conv.attrs, "act": "relu", "residual": True}
+    return fuse_into(graph, m, conv, "fused_conv", (m["x"].name, m["r"].name), attrs)
 
 
-def conv_add_act(graph: Graph, n: Node) -> bool:
-    if n.op != "fused_conv" or n.attrs["act"] != "none" or n.attrs["residual"]:
-        return False
-    tail = _tail(graph, n)
-    if tail is None:
-        return False
-    add, relu, other = tail
-    attrs = {**n.attrs, "act": "relu", "residual": True}
-    return _absorb(graph, n, "fused_conv", (n.inputs[0], other), attrs, [add, relu])
+def _bn_act(graph: Graph, m: Match) -> Node:
+    bn = m["bn"]
+    return fuse_into(graph, m, bn, "bn_act", bn.inputs, {**bn.attrs, "act": "relu", "residual": False})
 
 
-def bn_act(graph: Graph, n: Node) -> bool:
-    if n.op != "bn":
-        return False
-    relu = sole_user(graph, n)
-    if relu is None or relu.op != "relu":
-        return False
-    return _absorb(graph, n, "bn_act", n.inputs, {**n.attrs, "act": "relu", "residual": False}, [relu])
+def _bn_add_act(graph: Graph, m: Match) -> Node:
+    bn = m["bn"]
+    attrs = {**bn.attrs, "act": "relu", "residual": True}
+    return fuse_into(graph, m, bn, "bn_act", (m["x"].name, m["r"].name), attrs)
 
 
-def bn_add_act(graph: Graph, n: Node) -> bool:
-    if n.op != "bn":
-        return False
-    tail = _tail(graph, n)
-    if tail is None:
-        return False
-    add, relu, other = tail
-    attrs = {**n.attrs, "act": "relu", "residual": True}
-    return _absorb(graph, n, "bn_act", (n.inputs[0], other), attrs, [add, relu])
+# relu(add(P, r)): the residual tail of producer pattern P, either operand of the add
+def _tail(producer: Pattern) -> Pattern:
+    return pat("relu", pat("add", producer, ANY("r")))
 
 
-Rule = Callable[[Graph, Node], bool]
+EVAL_RULES = [
+    # relu(add(fused_conv(x), r)) -> fused_conv(x, r, act=relu): y = relu(conv(x) + b + r)
+    Rule(
+        "conv_add_act",
+        _tail(pat(lambda n: n.op == "fused_conv" and _bare_conv(n), ANY("x"), name="conv")),
+        _conv_add_act,
+    ),
+    # relu(conv(x)) -> fused_conv(x, act=relu), the conv with or without a folded BN
+    Rule("conv_act", pat("relu", pat(_bare_conv, ANY("x"), name="conv")), _conv_act),
+]
+
+TRAIN_RULES = [
+    # relu(add(bn(x), r)) -> bn_act(x, r): y = relu(bn(x) + r), the BN keeps its name and buffers
+    Rule("bn_add_act", _tail(pat("bn", ANY("x"), name="bn")), _bn_add_act),
+    # relu(bn(x)) -> bn_act(x)
+    Rule("bn_act", pat("relu", pat("bn", ANY("x"), name="bn")), _bn_act),
+]
 
 
-def _apply(graph: Graph, rules: list[Rule]) -> int:
-    changes = 0
-    for node in graph.nodes():
-        if node.name not in graph:
-            continue
-        for rule in rules:
-            if rule(graph, graph.node(node.name)):
-                changes += 1
-                break
-    return changes
-
-
-@register("fuse_eval", "fuse conv(+folded BN)+ReLU and the residual add+ReLU into fused_conv (eval)")
+@register(
+    "fuse_eval",
+    "fuse conv(+folded BN)+ReLU and the residual add+ReLU into fused_conv (eval)",
+    requires=("fold_bn",),
+)
 def fuse_eval(graph: Graph) -> int:
-    """Apply the eval rules (the residual tail first, so a conv takes its add before a bare ReLU)."""
-    return _apply(graph, [conv_add_act, conv_act])
+    """Apply the eval rules (a fused_conv only forms after fold_bn, so fold_bn must come first)."""
+    return rewrite_fixed_point(graph, EVAL_RULES)
 
 
 @register("fuse_train", "fuse BN(+residual add)+ReLU into bn_act (train)")
 def fuse_train(graph: Graph) -> int:
     """Apply the train rules."""
-    return _apply(graph, [bn_add_act, bn_act])
+    return rewrite_fixed_point(graph, TRAIN_RULES)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
 from archc.api import build
+from archc.cli import main
 from archc.errors import ArchcError
 from archc.ir import Graph, LintError
-from archc.passes import PASSES, PassManager, register
+from archc.passes import PASSES, PIPELINES, PassManager, register
 
 
 def test_records_and_dumps() -> None:
@@ -50,3 +52,22 @@ def test_passes_run_in_the_given_order() -> None:
         assert seen == ["test_second", "test_first", "test_second"]
     finally:
         del PASSES["test_first"], PASSES["test_second"]
+
+
+def test_a_pass_before_one_it_requires_is_refused() -> None:
+    assert PASSES["fuse_eval"].requires == ("fold_bn",)
+    with pytest.raises(ArchcError, match="pass 'fuse_eval' runs before 'fold_bn', which it requires") as e:
+        PassManager(["dce", "fuse_eval", "fold_bn", "channels_last"])
+    assert e.value.hint == "put fold_bn before fuse_eval: --passes dce,fold_bn,fuse_eval,channels_last"
+    with pytest.raises(ArchcError, match="runs before 'fold_bn'"):
+        PassManager(["fuse_eval", "fold_bn", "fuse_eval"])
+    # a requirement orders passes, it does not insist on them: fuse_eval alone fuses conv+ReLU
+    for ok in (PIPELINES["eval"], ["fuse_eval"], ["fold_bn", "fuse_eval", "fold_bn"]):
+        PassManager(list(ok))
+
+
+def test_cli_refuses_a_pipeline_out_of_order() -> None:
+    r = CliRunner().invoke(main, ["build", "specs/cifar/resnet20.arch", "--passes", "fuse_eval,fold_bn"])
+    assert r.exit_code == 2
+    assert "pass 'fuse_eval' runs before 'fold_bn'" in r.output and "--passes fold_bn,fuse_eval" in r.output
+    assert "Traceback" not in r.output
