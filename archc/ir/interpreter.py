@@ -22,9 +22,10 @@ from typing import Any
 
 from archc.errors import BackendError
 from archc.ir.graph import Graph, Node
+from archc.ir.interp_more import MoreOps
 
 
-class Interpreter:
+class Interpreter(MoreOps):
     """Run a graph on a batch with reference torch ops.
 
     Args:

@@ -32,7 +32,7 @@ def test_shape_unchanged_no_params_no_macs(op: str, shape: tuple[int, ...]) -> N
     resolved, out = infer_node(op, attrs, [shape])
     assert out == shape and resolved == attrs
     assert spec.params(attrs, [shape], out) == 0 and spec.macs(attrs, [shape], out) == 0
-    assert spec.elementwise and spec.family == "act" and spec.surface and spec.arities == (1,)
+    assert spec.elementwise and spec.family == "act" and spec.surface and spec.arity == 1
     assert not spec.weighted
 
 
