@@ -79,12 +79,12 @@ class _ToAst(Transformer):
     def _loc(self, meta_or_tok: Any, width: int = 1) -> Loc:
         line = getattr(meta_or_tok, "line", 1) or 1
         col = getattr(meta_or_tok, "column", 1) or 1
-        if self.at is not None:
-            line, col = self.at[0], self.at[1] + col - 1
         if isinstance(meta_or_tok, Token):
             width = len(meta_or_tok)
         elif getattr(meta_or_tok, "end_line", None) == line:
             width = max(1, meta_or_tok.end_column - col)
+        if self.at is not None:  # an expression inside a string: its text starts at `at`
+            line, col = self.at[0], self.at[1] + col - 1
         return Loc(self.source, line, col, width)
 
     # --- top level

@@ -56,3 +56,33 @@ class MoreOps:
 
         x = inputs[0]
         return torch.where(x >= 0, x, x * node.attrs["slope"])
+
+    # --- tensor ops
+    def concat(self, node: Node, inputs: list[Any]) -> Any:
+        import torch
+
+        return torch.cat(inputs, dim=1)
+
+    def mul(self, node: Node, inputs: list[Any]) -> Any:
+        return inputs[0] * inputs[1]
+
+    def _channels(self, node: Node, x: Any, parts: list[int]) -> Any:
+        import torch
+
+        pieces = torch.split(x, parts, dim=1)
+        return pieces[node.attrs["index"]]
+
+    def chunk(self, node: Node, inputs: list[Any]) -> Any:
+        x = inputs[0]
+        n = node.attrs["chunks"]
+        return self._channels(node, x, [x.shape[1] // n] * n)
+
+    def split(self, node: Node, inputs: list[Any]) -> Any:
+        x = inputs[0]
+        return self._channels(node, x, node.attrs["size"])
+
+    def channel_shuffle(self, node: Node, inputs: list[Any]) -> Any:
+        x = inputs[0]
+        n, c, h, w = x.shape
+        g = node.attrs["groups"]
+        return x.reshape(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)

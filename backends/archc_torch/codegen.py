@@ -23,6 +23,7 @@ from archc.errors import BackendError
 from archc.ir import OPS, Graph, Node
 from archc.ir.registry import ALIASING, FRESH
 from archc_torch.lower_act import ActLowering
+from archc_torch.lower_tensor import TensorLowering
 
 # The definitions of runtime.py that every generated file holds.
 PRELUDE = ("Scope", "init_weights")
@@ -96,7 +97,7 @@ def _register(parent: str, leaf: str, value: str) -> str:
     return f"        {parent}.add_module({leaf!r}, {value})"
 
 
-class Lowering(ActLowering):
+class Lowering(ActLowering, TensorLowering):
     """Per-op lowering: `op(node, ins) -> (module constructor or None, forward expression)`.
 
     In the forward expression `{m}` stands for the node's module.
