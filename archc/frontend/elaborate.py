@@ -107,15 +107,15 @@ class Elaborator:
             ) from None
         scope.close(self._unread)
         warn_unread(self._unread)
-        taps = self.outputs
-        if self.cut is not None and taps and self.cur not in [node for node, _ in taps.values()]:
+        outs = self.outputs
+        if self.cut is not None and outs and self.cur not in [node for node, _ in outs.values()]:
             # the head's result must stay an output, or nothing after the cut would survive
-            if "head" in taps:
-                raise ArgumentError("in a net with a `cut`, the last value is the output 'head'", taps["head"][1])
-            taps["head"] = (self.cur, net.loc)
-        if taps:
-            self.graph.outputs = [node for node, _ in taps.values()]
-            self.graph.output_names = list(taps)
+            if "head" in outs:
+                raise ArgumentError("in a net with a `cut`, the last value is the output 'head'", outs["head"][1])
+            outs["head"] = (self.cur, net.loc)
+        if outs:
+            self.graph.outputs = [node for node, _ in outs.values()]
+            self.graph.output_names = list(outs)
         else:
             self.graph.outputs = [self.cur]
         self.graph.meta = {"params": {k: describe(v) for k, v in sorted(env.items())}}

@@ -51,7 +51,7 @@ class Interpreter(MoreOps):
 
         Returns:
             The output tensor; a dict {name: tensor} when the net names several outputs
-            (`output` taps), as the generated module returns.
+            (`output` statements), as the generated module returns.
 
         Raises:
             BackendError: a node whose op has no method here, or a parameter missing from `params`.
