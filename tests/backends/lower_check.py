@@ -1,4 +1,4 @@
-"""Shared checks for the lowering tests of new ops: float64 modules, graph labels, ONNX, `build --json`."""
+"""Shared checks for the lowering tests of new ops: float64 modules, the interpreter, labels, ONNX, `build --json`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from click.testing import CliRunner
 import archc
 from archc.api import build
 from archc.cli import main
+from archc.ir import Interpreter
 from archc.viz import node_label
 
 TOL = 1e-4
@@ -58,3 +59,18 @@ def json_params(text: str, tmp_path: Path) -> int:
     r = CliRunner().invoke(main, ["build", str(spec), "--json"])
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)["params"]
+
+
+def interpreter_error(text: str, mode: str, shape: tuple[int, ...], seed: int = 5) -> float:
+    """Largest |Interpreter - module| on one float64 batch, both run after torch.manual_seed(seed)."""
+    b = build(text, mode=mode)
+    module = b.module.double().train(mode == "train")
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.rand_like(p) + 0.5)
+    x = torch.randn(8, *shape, dtype=torch.float64)
+    torch.manual_seed(seed)
+    want = module(x)
+    torch.manual_seed(seed)
+    got = Interpreter(b.graph, module.state_dict()).run(x, train=mode == "train")
+    return (got - want).abs().max().item()

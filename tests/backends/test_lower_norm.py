@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import archc
 from archc.errors import BackendError
-from tests.backends.lower_check import TOL, json_params, labels, net, onnx_error
+from tests.backends.lower_check import TOL, interpreter_error, json_params, labels, net, onnx_error
 
 NORMS = """
 block cn(c) {
@@ -103,3 +103,8 @@ def test_labels_params_and_onnx(tmp_path) -> None:
     # gn 16, b: dw conv 72 + ln 16 + 1x1 conv 64 + scale 8, ln 16, fc_norm 16, ls 8, linear 27
     assert json_params(NORMS, tmp_path) == 16 + 72 + 16 + 64 + 8 + 16 + 16 + 8 + 27
     assert onnx_error(NORMS) <= TOL
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_the_ir_interpreter_agrees(mode: str) -> None:
+    assert interpreter_error(NORMS, mode, (8, 6, 6)) < 1e-10

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import archc
-from tests.backends.lower_check import TOL, json_params, labels, onnx_error
+from tests.backends.lower_check import TOL, interpreter_error, json_params, labels, onnx_error
 
 RANDOM = """
 net rnd {
@@ -100,3 +100,8 @@ def test_labels_params_and_onnx(tmp_path) -> None:
     assert got["sd"] == "drop path 0.25" and got["d"] == "dropout 0.1" and got["dropout"] == "dropout 0.5"
     assert json_params(RANDOM, tmp_path) == 16 + 36 * 2 + 2  # conv, linear: nothing random counts
     assert onnx_error(RANDOM) <= TOL
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_the_ir_interpreter_agrees(mode: str) -> None:
+    assert interpreter_error(RANDOM, mode, (4, 3, 3)) < 1e-10

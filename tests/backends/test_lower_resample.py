@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import archc
 from archc.errors import BackendError
-from tests.backends.lower_check import TOL, json_params, labels, net, onnx_error
+from tests.backends.lower_check import TOL, interpreter_error, json_params, labels, net, onnx_error
 
 RESAMPLE = """
 net rs {
@@ -89,3 +89,8 @@ def test_labels_params_and_onnx(tmp_path) -> None:
     assert json_params(RESAMPLE, tmp_path) == 4 * 3 * 9 + 4 * 12 * 2 + 2  # conv, linear
     # the legacy exporter cannot see a map's size after a Resize (it refuses the adaptive pool after it)
     assert onnx_error(RESAMPLE, exporter="dynamo") <= TOL
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_the_ir_interpreter_agrees(mode: str) -> None:
+    assert interpreter_error(RESAMPLE, mode, (3, 6, 6)) < 1e-10
