@@ -1,4 +1,4 @@
-"""Reference semantics of the ops past the paper's (activations, norms, randomness, resampling): a mixin of Interpreter.
+"""Reference semantics of the ops past the paper's (activations, tensor ops, norms, randomness, resampling).
 
 Each method is written with torch's own functions, independently of the backends' lowerings
 and of the activation table (archc.ir.activations), so the interpreter stays an oracle for both.

@@ -37,7 +37,6 @@ register(
         shape=_same,
         label=lambda a: f"dropout {a['p']:g}",
         result=ALIASING,
-        elementwise=True,
         family="random",
         doc="zero each element with probability p in training (scaled by 1/(1-p)); identity in eval",
     )
@@ -51,7 +50,6 @@ register(
         shape=_same,
         label=lambda a: f"drop path {a['p']:g}",
         result=ALIASING,
-        elementwise=True,
         family="random",
         hints={"p": "give the drop probability: drop_path(0.1)"},
         doc="stochastic depth: zero each sample with probability p in training (scaled by 1/(1-p)); identity in eval",
