@@ -308,6 +308,7 @@ register(
             "stride": ("stride", None),
             "padding": ("padding", None),
             "ceil_mode": ("bool", False),
+            "count_include_pad": ("bool", True),
         },
         shape=_pool_infer("avgpool"),
         derive=_pool_derive,

@@ -147,6 +147,14 @@ EXAMPLES = {
     "chunk": "chunk(2, 1)",
     "split": "split(3, 1)",
     "channel_shuffle": "channel_shuffle(2)",
+    "layer_norm": "layer_norm",
+    "group_norm": "group_norm(2)",
+    "layer_scale": "layer_scale(0.5)",
+    "dropout": "dropout(0.2)",
+    "drop_path": "drop_path(0.2)",
+    "upsample": "upsample(scale=2, mode=bilinear)",
+    "adaptive_avgpool": "adaptive_avgpool(4)",
+    "adaptive_maxpool": "adaptive_maxpool(4)",
 }
 
 
