@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import archc
+import archc.api
 from archc.cli import main
 from archc.errors import BackendError
 from archc.ir import OPS, Interpreter, OpSpec, register, surface_ops, unregister
