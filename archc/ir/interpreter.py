@@ -181,6 +181,14 @@ class Interpreter(MoreOps):
         bias = self.param(node, "bias") if node.attrs["bias"] else None
         return F.linear(inputs[0], self.param(node, "weight"), bias)
 
+    def channel_linear(self, node: Node, inputs: list[Any]) -> Any:
+        import torch
+
+        bias = self.param(node, "bias") if node.attrs["bias"] else None
+        w = self.param(node, "weight")
+        y = torch.einsum("nchw,oc->nohw", inputs[0], w)
+        return y if bias is None else y + bias[None, :, None, None]
+
     def flatten(self, node: Node, inputs: list[Any]) -> Any:
         import torch
 

@@ -233,6 +233,12 @@ class Lowering(ActLowering, TensorLowering, NormLowering, RandomLowering, Resamp
         bias = "" if n.attrs["bias"] else ", bias=False"
         return f"nn.Linear({self._in(n)[0]}, {n.attrs['out']}{bias})", f"{{m}}({ins[0]})"
 
+    def channel_linear(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        # nn.Linear acts on the last dimension: channels last for it, then back
+        bias = "" if n.attrs["bias"] else ", bias=False"
+        ctor = f"nn.Linear({self._in(n)[0]}, {n.attrs['out']}{bias})"
+        return ctor, f"{{m}}({ins[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"
+
     def flatten(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         if n.labelled:
             return "nn.Flatten()", f"{{m}}({ins[0]})"

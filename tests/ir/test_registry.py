@@ -130,6 +130,7 @@ EXAMPLES = {
     "maxpool": "maxpool(3x3, /2)",
     "avgpool": "avgpool(2x2)",
     "linear": "avgpool; flatten; linear(7)",
+    "channel_linear": "channel_linear(6)",
     "flatten": "flatten",
     "identity": "identity",
     "add": "add { conv(1x1, 4) }",
