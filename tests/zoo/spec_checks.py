@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from archc.api import build
+from archc.ir import Graph
 from tests.backends.test_torch_equivalence import check_all, make_pair
 from tests.passes.test_fold_bn import optimised, unoptimised
 
@@ -22,15 +23,19 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 EVAL_TOL = 1e-4  # the folded, fused float32 eval net against the unoptimised one
 
 
+def graph(spec: str, overrides: Mapping[str, Any] | None = None) -> Graph:
+    """The spec's IR after the train pipeline (elaborated only, nothing lowered)."""
+    return build(SPECS / spec, overrides=overrides, lower=False).graph
+
+
 def params(spec: str, overrides: Mapping[str, Any] | None = None) -> int:
-    """The learnable parameters of a spec (elaborated only, nothing lowered)."""
-    return build(SPECS / spec, overrides=overrides, lower=False).graph.params()
+    """The learnable parameters of a spec."""
+    return graph(spec, overrides).params()
 
 
-def stage_params(spec: str, prefix: str) -> int:
+def stage_params(g: Graph, prefix: str) -> int:
     """The parameters of the layers whose names start with `prefix` (e.g. "layer1.")."""
-    graph = build(SPECS / spec, lower=False).graph
-    return sum(n.params for n in graph.nodes() if n.name.startswith(prefix))
+    return sum(n.params for n in g.nodes() if n.name.startswith(prefix))
 
 
 def shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
