@@ -27,10 +27,6 @@ RESNET20 = SPECS / "cifar" / "resnet20.arch"
 TOL = 1e-4
 FAST = {"exporter": "legacy"}  # the tests export many nets: the TorchScript-based exporter takes seconds, not tens
 SLOW = {"resnet101", "resnet152", "resnet1202", "faster_rcnn_r101_c4", "preact_resnet1001"}
-# Nets with a BN that follows no conv (pre-activation: after an add or a concat). fold_bn cannot fold it,
-# so the eval graph keeps a `bn`, which the onnxruntime backend refuses as a training op (refuse_training).
-# Strict: lifting that limit makes these pass, and then they must leave this set.
-STANDALONE_BN = {"densenet121", "preact_resnet164", "preact_resnet1001"}
 SMALL = {"input_size": "3x32x32"}  # ImageNet specs at 32x32: every stage still runs (layer4 is 1x1)
 
 
@@ -45,8 +41,6 @@ def _specs() -> list:
             # random-weight ResNet-1202 at 3x16x16 while the torch backend's are finite (|max| 3244).
             # Not understood yet (issue 13 stays open for it); non-strict so a fix shows as XPASS.
             marks.append(pytest.mark.xfail(reason="onnxruntime gives NaN on random-weight ResNet-1202", strict=False))
-        if path.stem in STANDALONE_BN:
-            marks.append(pytest.mark.xfail(raises=BackendError, reason="onnxruntime refuses unfolded BN", strict=True))
         out.append(pytest.param(path, id=str(path.relative_to(SPECS)), marks=marks))
     return out
 
