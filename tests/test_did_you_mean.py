@@ -31,7 +31,7 @@ def test_close_names_are_suggested(typed: str, meant: str) -> None:
     assert did_you_mean(typed, NAMES) == f"did you mean '{meant}'?"
 
 
-@pytest.mark.parametrize("typed", ["concat", "x", "bm", "qqqqqq", "convolution", "dropout", "sigmoid"])
+@pytest.mark.parametrize("typed", ["einsum", "x", "bm", "qqqqqq", "convolution", "attention", "transformer"])
 def test_far_names_get_no_suggestion(typed: str) -> None:
     assert closest(typed, NAMES) is None
     assert did_you_mean(typed, NAMES) is None
@@ -44,8 +44,8 @@ def test_ties_are_broken_the_same_way_every_time() -> None:
     assert closest("resnet5", ["resnet18", "resnet50"]) == "resnet50"
 
 
-def test_concat_in_a_spec_is_not_taken_for_conv() -> None:
-    text = "net n {\n  input 3x32x32\n  concat\n}\n"
+def test_einsum_in_a_spec_is_not_taken_for_a_layer() -> None:
+    text = "net n {\n  input 3x32x32\n  einsum\n}\n"
     with pytest.raises(UnknownNameError) as e:
         build(text, lower=False)
     assert "did you mean" not in e.value.hint

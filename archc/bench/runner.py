@@ -47,7 +47,7 @@ same weights) is compared in float32 (no autocast, no TF32) with the oracle's: t
 interpreter (archc.ir.Interpreter, reference torch.nn.functional ops, no generated code)
 running the spec's graph without passes, in eval mode for eval, with batch statistics for
 train. Train mode needs a net whose output is a class vector (cross-entropy); eval mode
-takes any output (a dict of `output` taps is compared tap by tap, flattened).
+takes any output (a dict of `output`s is compared output by output, flattened).
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ class _Bench:
         return model
 
     def _flat(self, out: Any) -> Any:
-        """One float32 (N, K) tensor of an output: a dict of taps is flattened and joined in order."""
+        """One float32 (N, K) tensor of an output: a dict of outputs is flattened and joined in order."""
         if isinstance(out, dict):
             return self.torch.cat([v.float().flatten(1) for v in out.values()], 1)
         return out.float().flatten(1)

@@ -202,7 +202,7 @@ class Input:
 
 @dataclass(frozen=True)
 class Output:
-    """`output res4`: name the current value as one of the net's outputs (a tap)."""
+    """`output res4`: name the current value as one of the net's outputs."""
 
     name: str | Template
     loc: Loc

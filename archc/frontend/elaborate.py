@@ -25,7 +25,7 @@ from archc.frontend import ast, limits
 from archc.frontend.binding import Callee, bind_args, block_env, block_signature, layer_signature, net_env
 from archc.frontend.loader import BUILTIN_VARIABLES, Program
 from archc.frontend.parser import KEYWORDS, body_labels
-from archc.frontend.scopes import Namespace, Scope, label_text
+from archc.frontend.scopes import Namespace, Scope, label_text, warn_unread
 from archc.frontend.values import Evaluator, Value, type_name
 from archc.ir import OPS, Graph, OpProblem, infer_node, surface_ops
 from archc.ir.registry import MAX_DIM, describe
@@ -57,7 +57,7 @@ class Elaborator:
         self.budget = limits.Budget(limits.current(), max_nodes, STEPS_PER_NODE)
         self.outputs: dict[str, tuple[str, Loc]] = {}
         self.cut: dict | None = None
-        self._unread: set[str] = set()  # named values already warned about
+        self._unread: dict[str, tuple[str, Loc, bool]] = {}  # per `-> name`: was it ever read
         self.statements: dict[type, Callable[[Any, Scope], None]] = {
             ast.Call: self._call,
             ast.Repeat: self._repeat,
@@ -106,15 +106,16 @@ class Elaborator:
                 hint=f"keep block calls under {MAX_CALL_DEPTH} deep",
             ) from None
         scope.close(self._unread)
-        taps = self.outputs
-        if self.cut is not None and taps and self.cur not in [node for node, _ in taps.values()]:
+        warn_unread(self._unread)
+        outs = self.outputs
+        if self.cut is not None and outs and self.cur not in [node for node, _ in outs.values()]:
             # the head's result must stay an output, or nothing after the cut would survive
-            if "head" in taps:
-                raise ArgumentError("in a net with a `cut`, the last value is the output 'head'", taps["head"][1])
-            taps["head"] = (self.cur, net.loc)
-        if taps:
-            self.graph.outputs = [node for node, _ in taps.values()]
-            self.graph.output_names = list(taps)
+            if "head" in outs:
+                raise ArgumentError("in a net with a `cut`, the last value is the output 'head'", outs["head"][1])
+            outs["head"] = (self.cur, net.loc)
+        if outs:
+            self.graph.outputs = [node for node, _ in outs.values()]
+            self.graph.output_names = list(outs)
         else:
             self.graph.outputs = [self.cur]
         self.graph.meta = {"params": {k: describe(v) for k, v in sorted(env.items())}}

@@ -135,15 +135,21 @@ class Scope:
         found.used = True
         return found.node
 
-    def close(self, reported: set[str]) -> None:
-        """Warn once per statement about values named in this scope and never read."""
+    def close(self, tally: dict[str, tuple[str, Loc, bool]]) -> None:
+        """Record, per `-> name` statement, whether any scope that ran it read the value (see `warn_unread`)."""
         for name, b in self.values.items():
-            if not b.used and str(b.loc) not in reported:
-                reported.add(str(b.loc))
-                warnings.warn(
-                    ArchcWarning(f"the value '{name}' is named but never read", b.loc, hint="remove the `-> name`"),
-                    stacklevel=2,
-                )
+            _, _, read = tally.get(str(b.loc), (name, b.loc, False))
+            tally[str(b.loc)] = (name, b.loc, read or b.used)
+
+
+def warn_unread(tally: dict[str, tuple[str, Loc, bool]]) -> None:
+    """Warn about each `-> name` whose value nothing read, in any block call or iteration that ran it."""
+    for name, loc, read in tally.values():
+        if not read:
+            warnings.warn(
+                ArchcWarning(f"the value '{name}' is named but never read", loc, hint="remove the `-> name`"),
+                stacklevel=2,
+            )
 
 
 def label_text(label: str | ast.Template | None, ev: Evaluator, env: dict[str, Value]) -> str | None:

@@ -69,7 +69,7 @@ class Graph:
         self._order: dict[str, int] = {}
         self._next = 0
         self.outputs: list[str] = []
-        # names of the outputs when the net taps several (`output res4`): the module returns a dict
+        # names of the outputs when the net names several (`output res4`): the module returns a dict
         self.output_names: list[str] = []
         self.meta: dict[str, Any] = {}
         self._sorted: list[Node] | None = None  # topological order, dropped on every mutation
@@ -269,8 +269,8 @@ class Graph:
     def part(self, which: str) -> Graph:
         """The trunk (input up to the `cut`) or the head (after it) of a net with a cut, as a new graph.
 
-        The trunk returns the taps before the cut and the value at the cut (named "cut" when it is not
-        tapped); a part with one output returns it as a tensor, one with several a dict. The head's outputs
+        The trunk returns the outputs before the cut and the value at the cut (named "cut" when it is not
+        an output); a part with one output returns it as a tensor, one with several a dict. The head's outputs
         are the net's after the cut (its last value at least). The head starts from a new input node of shape
         (C at the cut, *cut size); shapes, parameters and multiply-adds are inferred again from it.
         Node names are kept, so both parts keep the full net's state_dict keys.
@@ -285,14 +285,14 @@ class Graph:
             raise LintError(f"graph {self.name!r} has no cut" if not cut else f"no part {which!r}")
         at = cut["node"]
         before = nx.ancestors(self._g, at) | {at}
-        taps = list(zip(self.output_names or [""] * len(self.outputs), self.outputs, strict=True))
+        named = list(zip(self.output_names or [""] * len(self.outputs), self.outputs, strict=True))
         g = Graph(f"{self.name}_{which}")
         g.meta = {k: v for k, v in self.meta.items() if k != "cut"} | {"part": which, "cut_size": list(cut["size"])}
         if which == "trunk":
             for n in self.nodes():
                 if n.name in before:
                     g.add_node(n.name, n.op, n.inputs, dict(n.attrs), n.shape, loc=n.loc, labelled=n.labelled)
-            kept = [(k, o) for k, o in taps if o in before and self.output_names]
+            kept = [(k, o) for k, o in named if o in before and self.output_names]
             if at not in [o for _, o in kept]:
                 kept.append(("cut", at))
             g.outputs = [o for _, o in kept]
@@ -310,7 +310,7 @@ class Graph:
                 raise LintError(f"{n.name} reads {stray[0]!r} from before the cut: the head must start at the cut")
             _, out = infer_node(n.op, n.attrs, [g.node(i).shape for i in ins])
             g.add_node(n.name, n.op, ins, dict(n.attrs), out, loc=n.loc, labelled=n.labelled)
-        after = [(k, o) for k, o in taps if o not in before]
+        after = [(k, o) for k, o in named if o not in before]
         if not after:
             raise LintError("nothing after the cut is an output")
         g.outputs = [o for _, o in after]

@@ -1,4 +1,4 @@
-"""Reference semantics of the ops past the paper's (activations, tensor ops): a mixin of archc.ir.Interpreter.
+"""Reference semantics of the ops past the paper's (activations, tensor ops, norms, randomness, resampling).
 
 Each method is written with torch's own functions, independently of the backends' lowerings
 and of the activation table (archc.ir.activations), so the interpreter stays an oracle for both.
@@ -86,3 +86,59 @@ class MoreOps:
         n, c, h, w = x.shape
         g = node.attrs["groups"]
         return x.reshape(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    # --- norms and scales
+    def layer_norm(self, node: Node, inputs: list[Any]) -> Any:
+        import torch
+
+        x, eps = inputs[0], node.attrs["eps"]
+        w, b = self.param(node, "weight"), self.param(node, "bias")
+        if x.dim() == 4:  # over the channels at each position
+            w, b = w[:, None, None], b[:, None, None]
+        mean = x.mean(1, keepdim=True)
+        var = x.var(1, unbiased=False, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + eps) * w + b
+
+    def group_norm(self, node: Node, inputs: list[Any]) -> Any:
+        import torch.nn.functional as F
+
+        a = node.attrs
+        return F.group_norm(inputs[0], a["groups"], self.param(node, "weight"), self.param(node, "bias"), a["eps"])
+
+    def layer_scale(self, node: Node, inputs: list[Any]) -> Any:
+        return self.param(node, None) * inputs[0]
+
+    # --- train-only randomness: the same draws from torch's default generator as the torch backend
+    def dropout(self, node: Node, inputs: list[Any]) -> Any:
+        import torch.nn.functional as F
+
+        return F.dropout(inputs[0], node.attrs["p"], True) if self.train else inputs[0]
+
+    def drop_path(self, node: Node, inputs: list[Any]) -> Any:
+        import torch
+
+        x, p = inputs[0], node.attrs["p"]
+        if not self.train or p == 0:
+            return x
+        keep = torch.empty([x.shape[0]] + [1] * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(1 - p)
+        return x * keep / (1 - p)
+
+    # --- resampling
+    def upsample(self, node: Node, inputs: list[Any]) -> Any:
+        import torch.nn.functional as F
+
+        a = node.attrs
+        corners = a["align_corners"] if a["mode"] == "bilinear" else None
+        if a["size"] is not None:
+            return F.interpolate(inputs[0], size=a["size"], mode=a["mode"], align_corners=corners)
+        return F.interpolate(inputs[0], scale_factor=a["scale"], mode=a["mode"], align_corners=corners)
+
+    def adaptive_avgpool(self, node: Node, inputs: list[Any]) -> Any:
+        import torch.nn.functional as F
+
+        return F.adaptive_avg_pool2d(inputs[0], node.attrs["size"])
+
+    def adaptive_maxpool(self, node: Node, inputs: list[Any]) -> Any:
+        import torch.nn.functional as F
+
+        return F.adaptive_max_pool2d(inputs[0], node.attrs["size"])

@@ -10,7 +10,8 @@ Parameters are looked up by the torch backend's state_dict keys, `{node.name}.we
 
 * conv, linear: weight, and bias when the node has one;
 * bn, frozen_bn, bn_act: weight, bias, and the running statistics when tracked;
-* fused_conv (eval pipeline): the conv's weight and bias with its BN already folded in.
+* fused_conv (eval pipeline): the conv's weight and bias with its BN already folded in;
+* layer_norm, group_norm: weight and bias; layer_scale: `{node.name}` itself (a parameter of its scope).
 
 torch is imported inside the methods, so importing this module stays light.
 """
@@ -51,7 +52,7 @@ class Interpreter(MoreOps):
 
         Returns:
             The output tensor; a dict {name: tensor} when the net names several outputs
-            (`output` taps), as the generated module returns.
+            (`output` statements), as the generated module returns.
 
         Raises:
             BackendError: a node whose op has no method here, or a parameter missing from `params`.
@@ -87,16 +88,17 @@ class Interpreter(MoreOps):
         return method(self, node, inputs)
 
     # --- parameters ------------------------------------------------------------------------------
-    def param(self, node: Node, key: str, required: bool = True) -> Any:
-        """The tensor `{node.name}.{key}` of params; None when absent and not required.
+    def param(self, node: Node, key: str | None, required: bool = True) -> Any:
+        """The tensor `{node.name}.{key}` of params (`{node.name}` for key None); None when absent and not required.
 
         Raises:
             BackendError: a required tensor is missing.
         """
-        value = self.params.get(f"{node.name}.{key}")
+        name = node.name if key is None else f"{node.name}.{key}"
+        value = self.params.get(name)
         if value is None and required:
             raise BackendError(
-                f"no parameter '{node.name}.{key}' for layer '{node.name}' ({node.op}, at {node.loc})",
+                f"no parameter '{name}' for layer '{node.name}' ({node.op}, at {node.loc})",
                 hint="pass the state_dict of the module lowered from this same graph",
             )
         return value
@@ -169,13 +171,23 @@ class Interpreter(MoreOps):
         a = node.attrs
         if a["kernel"] is None:  # global average pooling
             return F.adaptive_avg_pool2d(inputs[0], 1)
-        return F.avg_pool2d(inputs[0], a["kernel"], a["stride"], a["padding"], a["ceil_mode"])
+        return F.avg_pool2d(
+            inputs[0], a["kernel"], a["stride"], a["padding"], a["ceil_mode"], a.get("count_include_pad", True)
+        )
 
     def linear(self, node: Node, inputs: list[Any]) -> Any:
         import torch.nn.functional as F
 
         bias = self.param(node, "bias") if node.attrs["bias"] else None
         return F.linear(inputs[0], self.param(node, "weight"), bias)
+
+    def channel_linear(self, node: Node, inputs: list[Any]) -> Any:
+        import torch
+
+        bias = self.param(node, "bias") if node.attrs["bias"] else None
+        w = self.param(node, "weight")
+        y = torch.einsum("nchw,oc->nohw", inputs[0], w)
+        return y if bias is None else y + bias[None, :, None, None]
 
     def flatten(self, node: Node, inputs: list[Any]) -> Any:
         import torch

@@ -308,6 +308,7 @@ register(
             "stride": ("stride", None),
             "padding": ("padding", None),
             "ceil_mode": ("bool", False),
+            "count_include_pad": ("bool", True),
         },
         shape=_pool_infer("avgpool"),
         derive=_pool_derive,
@@ -332,6 +333,31 @@ register(
     )
 )
 register(OpSpec(name="flatten", arity=1, shape=_flatten_infer, result=ALIASING, doc="a map to a vector"))
+
+
+def _channel_linear_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    c, h, w = _need_map(ins[0], "channel_linear")
+    return (a["out"], h, w)
+
+
+# ConvNeXt's pointwise layers: nn.Linear over the channels at every position (weight out x in, not a 1x1 conv's
+# out x in x 1 x 1, so torchvision's checkpoints load); the same maths as conv(1x1, out, bias=true)
+register(
+    OpSpec(
+        name="channel_linear",
+        arity=1,
+        attrs={"out": ("pos_int", REQUIRED), "bias": ("bool", True)},
+        positional=("out",),
+        shape=_channel_linear_shape,
+        params=lambda a, i, o: i[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
+        macs=lambda a, i, o: i[0][0] * a["out"] * o[1] * o[2],
+        label=lambda a: f"fc {a['out']} per position",
+        weighted=True,
+        hints={"out": "give the output channels: channel_linear(384)"},
+        doc="a fully connected layer over the channels at every position of a map (nn.Linear weights)",
+    )
+)
+
 register(OpSpec(name="identity", arity=1, shape=_same, result=ALIASING, elementwise=True, doc="the input unchanged"))
 register(
     OpSpec(

@@ -70,11 +70,20 @@ def missing_packages(exporter: str = "dynamo") -> list[str]:
 def refuse_training(graph: Graph, backend: str) -> None:
     """Refuse a graph that was not built for inference, naming the first layer that trains differently.
 
+    The eval pipeline folds every BN that follows a conv it alone reads, and makes no bn_act; a BN
+    after an add or a concat (DenseNet's, a pre-activation unit's) cannot be folded and runs with its
+    running statistics in inference, as ONNX's BatchNormalization does. So a bn_act, or a BN that
+    fold_bn would have folded, means the graph came from the train pipeline (or none).
+
     Raises:
         BackendError: naming the layer and where the spec gave it (as the torch backend's errors do).
     """
     for n in graph.nodes():
-        if n.op in TRAINING_OPS:
+        foldable = False
+        if n.op == "bn":
+            src = graph.node(n.inputs[0])
+            foldable = src.op == "conv" and graph.users(src.name) == [n.name] and src.name not in graph.outputs
+        if n.op in TRAINING_OPS and (n.op != "bn" or foldable):
             raise BackendError(
                 f"the {backend} backend runs inference only, and layer '{n.name}' ({n.op}, at {n.loc}) is a "
                 "batch norm that uses batch statistics in training",

@@ -23,6 +23,9 @@ from archc.errors import BackendError
 from archc.ir import OPS, Graph, Node
 from archc.ir.registry import ALIASING, FRESH
 from archc_torch.lower_act import ActLowering
+from archc_torch.lower_norm import NormLowering
+from archc_torch.lower_random import RandomLowering
+from archc_torch.lower_resample import ResampleLowering
 from archc_torch.lower_tensor import TensorLowering
 
 # The definitions of runtime.py that every generated file holds.
@@ -32,6 +35,7 @@ PRELUDE = ("Scope", "init_weights")
 HELPERS = {
     "FrozenBatchNorm2d": ("FrozenBatchNorm2d",),
     "FusedConv2d": ("ONEDNN", "FusedConv2d"),
+    "StochasticDepth": ("StochasticDepth",),
 }
 
 HEADER = """\
@@ -97,7 +101,7 @@ def _register(parent: str, leaf: str, value: str) -> str:
     return f"        {parent}.add_module({leaf!r}, {value})"
 
 
-class Lowering(ActLowering, TensorLowering):
+class Lowering(ActLowering, TensorLowering, NormLowering, RandomLowering, ResampleLowering):
     """Per-op lowering: `op(node, ins) -> (module constructor or None, forward expression)`.
 
     In the forward expression `{m}` stands for the node's module.
@@ -219,6 +223,8 @@ class Lowering(ActLowering, TensorLowering):
         args = f"{_pair(a['kernel'])}, {_pair(a['stride'])}, {_pair(a['padding'])}"
         if a["ceil_mode"]:
             args += ", ceil_mode=True"
+        if not a["count_include_pad"]:
+            args += ", count_include_pad=False"
         if n.labelled:
             return f"nn.AvgPool2d({args})", f"{{m}}({ins[0]})"
         return None, f"F.avg_pool2d({ins[0]}, {args})"
@@ -226,6 +232,12 @@ class Lowering(ActLowering, TensorLowering):
     def linear(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         bias = "" if n.attrs["bias"] else ", bias=False"
         return f"nn.Linear({self._in(n)[0]}, {n.attrs['out']}{bias})", f"{{m}}({ins[0]})"
+
+    def channel_linear(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
+        # nn.Linear acts on the last dimension: channels last for it, then back
+        bias = "" if n.attrs["bias"] else ", bias=False"
+        ctor = f"nn.Linear({self._in(n)[0]}, {n.attrs['out']}{bias})"
+        return ctor, f"{{m}}({ins[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"
 
     def flatten(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         if n.labelled:
@@ -272,8 +284,8 @@ class _Names:
         return name
 
 
-# the attributes that may hold a string: written with repr (act, approximate) or not at all (folded_bn)
-STRING_ATTRS = frozenset({"act", "folded_bn", "approximate"})
+# the attributes that may hold a string: written with repr (act, approximate, mode) or not at all (folded_bn)
+STRING_ATTRS = frozenset({"act", "folded_bn", "approximate", "mode"})
 # ... and the strings they may hold, like every layer name: dotted paths of letters, digits, underscores
 _DOTTED = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 

@@ -1,4 +1,4 @@
-"""The runtime of the generated torch source: Scope, init_weights, FrozenBatchNorm2d, FusedConv2d.
+"""The runtime of the generated torch source: Scope, init_weights, FrozenBatchNorm2d, FusedConv2d, StochasticDepth.
 
 Generated files stay standalone: codegen copies the source text of the definitions here
 (each top-level class, function or assignment, by name) into every file that needs them,
@@ -130,3 +130,29 @@ class FusedConv2d(nn.Conv2d):
         if r is not None:
             y = y.add_(r)
         return torch.relu_(y) if relu else y
+
+
+class StochasticDepth(nn.Module):
+    """Stochastic depth per sample: torchvision's StochasticDepth(p, mode="row").
+
+    In training, each sample of the batch is kept with probability 1 - p and scaled by
+    1 / (1 - p), or zeroed; in eval mode, or at p = 0, the input is returned as it is. The
+    mask comes from torch's default generator, so torch.manual_seed reproduces it.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    @staticmethod
+    def drop(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+        if not training or p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - p)
+        return x * keep.div_(1.0 - p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(x, self.p, self.training)

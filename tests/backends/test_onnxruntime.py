@@ -26,7 +26,7 @@ SPECS = ROOT / "specs"
 RESNET20 = SPECS / "cifar" / "resnet20.arch"
 TOL = 1e-4
 FAST = {"exporter": "legacy"}  # the tests export many nets: the TorchScript-based exporter takes seconds, not tens
-SLOW = {"resnet101", "resnet152", "resnet1202", "faster_rcnn_r101_c4", "resnext101_32x8d"}
+SLOW = {"resnet101", "resnet152", "resnet1202", "faster_rcnn_r101_c4", "preact_resnet1001", "resnext101_32x8d"}
 SMALL = {"input_size": "3x32x32"}  # ImageNet specs at 32x32: every stage still runs (layer4 is 1x1)
 
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from archc.errors import ArchcError
 from archc.frontend import elaborate, load
+from archc.ir import surface_ops
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 SPEC_FILES = sorted(SPECS.rglob("*.arch"))
@@ -47,10 +48,10 @@ def check(text: str) -> None:
 # --- (a) random text over the language's alphabet ----------------------------------
 
 KEYWORDS = [
-    "use", "block", "net", "input", "add", "repeat", "as", "if", "elif", "else",
+    "use", "block", "net", "input", "add", "repeat", "as", "named", "from", "if", "elif", "else",
     "and", "or", "not", "true", "false", "min", "max",
 ]  # fmt: skip
-LAYER_NAMES = ["conv", "bn", "relu", "maxpool", "avgpool", "linear", "flatten", "identity", "subsample", "pad"]
+LAYER_NAMES = list(surface_ops())
 NAMES = [
     "n", "x", "i", "w", "width", "stride", "out", "kernel", "bias", "padding", "groups", "eps",
     "in_channels", "in_height", "in_width", "in_features", "A", "B", "C", "none", "b", "blk", "_", "a1",
@@ -59,7 +60,7 @@ NUMBERS = [
     "0", "1", "2", "3", "16", "64", "1000", "99999999", "123456789012345678901234567890",
     "3x3", "1x1", "7x7", "0x0", "3x32x32", "3x8x8", "16", "2x2x2x2", "1.5", "1e-5", "0.", "1e400",
 ]  # fmt: skip
-PUNCT = ["/", "{", "}", "(", ")", ",", ":", "=", ";", "+", "-", "*", "//", "%",
+PUNCT = ["/", "{", "}", "(", ")", ",", ":", "=", ";", "+", "-", "*", "//", "%", "->", '"l{i}"', '"{', '}"',
          "==", "!=", "<", "<=", ">", ">=", '"', '"x.arch"', '"."', '"a\x00.arch"', '"../blocks/resnet.arch"',
          "#", "# comment\n"]  # fmt: skip
 SPACE = [" ", " ", " ", "\n", "\n", "\t", "\r\n"]
@@ -119,6 +120,8 @@ REPLACEMENTS = [
 ]  # fmt: skip
 INSERTS = KEYWORDS + LAYER_NAMES + NAMES + NUMBERS + PUNCT + [
     "\n", " ", "add { relu }", "repeat 3 { relu }", 'use "resnet.arch"\n', 'use "../blocks/cifar.arch"\n', 'use "."\n',
+    "-> v\n", "from v\n", "concat { relu }", "mul { avgpool }", "g: { relu }", 'repeat 2 as i named "r{i}" { relu }',
+    '"l{i + 1}": ', 'output "o{1}"\n', "chunk(2, 1)", "channel_shuffle(2)",
 ]  # fmt: skip
 
 
@@ -278,6 +281,11 @@ def _grammar(chaos: bool) -> st.SearchStrategy[str]:
             _maybe(flag.map(lambda e: f"ceil_mode={e}"), 1, 4),
         ],
         "subsample": [_maybe(stride.map(lambda e: f"/{e}"), req, 10)],
+        "sigmoid": [],
+        "hardswish": [],
+        "chunk": [_maybe(st.sampled_from(["1", "2", "k"]), req, 10), _maybe(st.sampled_from(["0", "1"]), req, 10)],
+        "split": [_maybe(st.sampled_from(["1", "2", "w"]), req, 10), _maybe(st.sampled_from(["0", "1"]), req, 10)],
+        "channel_shuffle": [_maybe(st.sampled_from(["1", "2"]), req, 10)],
         "blk": [
             _maybe(num, req, 10),
             _maybe(stride.map(lambda e: f"stride={e}"), 1, 2),
@@ -292,7 +300,9 @@ def _grammar(chaos: bool) -> st.SearchStrategy[str]:
             "pad": [_maybe(num, req, 10)],
             "nope": [],
         }
-    labels = st.sampled_from([None] * (6 if chaos else 60) + ["a", "b", "conv", "relu", "0", "1", "layer1", "add_1"])
+    labels = st.sampled_from(
+        [None] * (6 if chaos else 60) + ["a", "b", "conv", "relu", "0", "1", "layer1", "add_1", '"l{k}"', '"x{k + 1}y"']
+    )
 
     @st.composite
     def call(draw: st.DrawFn, callees: list[str]) -> str:
@@ -304,7 +314,8 @@ def _grammar(chaos: bool) -> st.SearchStrategy[str]:
 
     @st.composite
     def statement(draw: st.DrawFn, depth: int, callees: list[str]) -> str:
-        kinds = ["call"] * 12 + (["add", "repeat", "if"] * 2 if depth > 0 else []) + (["input"] if chaos else [])
+        kinds = ["call"] * 12 + (["add", "repeat", "if", "branches", "group"] * 2 if depth > 0 else [])
+        kinds += ["bind"] + (["input", "from", "output"] if chaos else [])
         kind = draw(st.sampled_from(kinds))
         label = draw(labels)
         pre = f"{label}: " if label is not None and kind != "if" else ""
@@ -312,13 +323,26 @@ def _grammar(chaos: bool) -> st.SearchStrategy[str]:
             return pre + draw(call(callees))
         if kind == "input":
             return draw(st.sampled_from(["input 3x8x8", "input 16", "input k"]))
+        if kind == "bind":  # name a value and read it back at once (tame), or anywhere (chaos)
+            v = f"v{draw(st.integers(0, 3 if chaos else 10**6))}"
+            return f"-> {v}\nfrom {v}" if not chaos or draw(st.booleans()) else f"-> {v}"
+        if kind == "from":
+            return f"from v{draw(st.integers(0, 3))}"
+        if kind == "output":
+            return draw(st.sampled_from(["output o", 'output "o{k}"', 'output "o{i}"', "output add"]))
         inner = "\n".join(draw(st.lists(statement(depth - 1, callees), max_size=3)))
         if kind == "add":
             return f"{pre}add {{\n{inner}\n}}" if draw(st.booleans()) else f"{pre}add"
+        if kind == "branches":
+            op = draw(st.sampled_from(["concat", "mul", "add"]))
+            more = "\n".join(draw(st.lists(statement(depth - 1, callees), max_size=2)))
+            return f"{pre}{op} {{\n{inner}\n}}" + (f" {{\n{more}\n}}" if op == "concat" else "")
+        if kind == "group":
+            return f"{label or 'g'}: {{\n{inner}\n}}"
         if kind == "repeat":
             counts = ["0", "1", "2", "3", "k"] + (["40", "999", "k * 3000", "-1", "true"] if chaos else [])
             count = draw(st.sampled_from(counts))
-            var = " as i" if draw(st.booleans()) else ""
+            var = draw(st.sampled_from(["", " as i", ' as i named "r{i}"', ' named "r{k}"']))
             return f"{pre}repeat {count}{var} {{\n{inner}\n}}"
         other = "\n".join(draw(st.lists(statement(depth - 1, callees), max_size=2)))
         return f"if {draw(flag)} {{\n{inner}\n}} else {{\n{other}\n}}"
