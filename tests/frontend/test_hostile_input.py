@@ -182,7 +182,7 @@ def test_the_shipped_specs_are_well_inside_the_default_limits() -> None:
             continue
         g = elaborate(load(path))
         activations = sum(_numel(n.shape) for n in g.nodes()) * 4
-        assert g.params() * 2 < DEFAULT_PARAMS, path  # the largest, zoo/resnext101_32x8d, has 88.8 million
+        assert g.params() * 1.25 < DEFAULT_PARAMS, path  # the largest, zoo/vgg16_bn, has 138.4 million
         assert activations * 6 < DEFAULT_ACTIVATION_BYTES, path
 
 
