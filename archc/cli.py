@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from archc.errors import ArchcError
+from archc.errors import ArchcError, print_warnings_plainly
 from archc.units import si
 
 EXIT_SPEC_ERROR = 2
@@ -158,6 +158,7 @@ def main() -> None:
     Shell completion (bash; zsh and fish in docs/cli.md):
       eval "$(_ARCHC_COMPLETE=bash_source archc)"
     """
+    print_warnings_plainly()
     # a file name that is not UTF-8 (surrogate escapes) prints escaped, not as a UnicodeEncodeError
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):

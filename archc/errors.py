@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -200,3 +201,21 @@ class RecursiveBlockError(ArchcError):
 
 class OutputError(ArchcError):
     """A file or directory that cannot be written (no permission, not a directory, disk full)."""
+
+
+def print_warnings_plainly() -> None:
+    """Show ArchcWarnings as the CLI shows errors (location, source line, caret, hint), once each.
+
+    Other warnings keep Python's format.
+    """
+    import warnings
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if isinstance(message, ArchcWarning):
+            print(message.render(), file=file or sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show

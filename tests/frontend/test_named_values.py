@@ -231,3 +231,19 @@ def test_compiled_tensor_ops_match_the_interpreter(mode: str) -> None:
     torch.testing.assert_close(model(x), want, rtol=1e-10, atol=1e-10)
     assert built.graph.node("concat").shape == (8 + 8 + 4, 16, 16)
     assert built.graph.node("split").shape == (5, 16, 16)
+
+
+def test_the_cli_prints_a_warning_with_its_place_and_goes_on(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from archc.cli import main
+
+    spec = tmp_path / "w.arch"
+    spec.write_text("net n {\n  input 3x8x8\n  relu\n  -> spare\n}\n")
+    r = CliRunner().invoke(main, ["build", str(spec), "--json"])
+    assert r.exit_code == 0
+    assert json.loads(r.stdout)["params"] == 0
+    assert "w.arch:4:6: warning: the value 'spare' is named but never read" in r.stderr
+    assert "^^^^^" in r.stderr and "Traceback" not in r.stderr
