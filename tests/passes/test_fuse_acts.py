@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from archc.api import build
 from archc.ir import OPS, OpProblem
 from archc.ir.activations import ACTIVATIONS
 from archc.ir.fused import epilogue_act
