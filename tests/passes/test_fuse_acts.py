@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from archc.ir import OPS, OpProblem
+from archc.ir import OPS, Interpreter, OpProblem
 from archc.ir.activations import ACTIVATIONS
 from archc.ir.fused import epilogue_act
 from tests.passes.test_fold_bn import one_thread, ops, same_outputs  # noqa: F401  (autouse fixture)
@@ -140,3 +140,13 @@ def test_fused_ops_refuse_act_attributes_of_another_activation() -> None:
     node.attrs.update(act="relu", act_slope=0.2)
     with pytest.raises(OpProblem, match="act_slope"):
         g.lint()
+
+
+@pytest.mark.parametrize("text", ["hardswish", "leaky_relu(0.2)", "gelu(approximate=tanh)"])
+def test_the_interpreter_runs_every_fused_epilogue(text: str) -> None:
+    x = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for pair in (lambda s: eval_pair(s, torch.float64), train_pair):
+        after, want, got = pair(spec_with(text))
+        assert any(n.op in ("fused_conv", "bn_act") and n.attrs["act"] != "none" for n in after.graph.nodes())
+        with torch.no_grad():
+            torch.testing.assert_close(Interpreter(after.graph, got.state_dict()).run(x), want(x))
