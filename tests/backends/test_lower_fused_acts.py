@@ -13,6 +13,7 @@ from torch import nn
 
 import archc
 from archc.backend import get_backend
+from archc.errors import BackendError
 from tests.passes.test_fuse_acts import spec_with
 
 SHAPE = (4, 8, 8)
@@ -60,3 +61,14 @@ def test_triton_falls_back_to_the_torch_form_for_other_activations(monkeypatch, 
     assert isinstance(net.stem, FusedConv) and net.stem.act == "none" and net.blk.c.residual
     with torch.no_grad():
         torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("act", "os"), ("act", "print"), ("act_approximate", "tanh'); import os; ('"), ("act_approximate", "erf")],
+)
+def test_a_tampered_epilogue_is_refused(key: str, value: str) -> None:
+    graph = archc.build(spec_with("gelu"), mode="eval", lower=False).graph
+    graph.node("stem").attrs[key] = value
+    with pytest.raises(BackendError):
+        get_backend("torch").source(graph)
