@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from archc.errors import BackendError
+from archc.ir.fused import epilogue_act
 from archc.ir.graph import Graph, Node
 from archc.ir.interp_more import MoreOps
 
@@ -117,11 +118,12 @@ class Interpreter(MoreOps):
             x, mean, var, self.param(node, "weight"), self.param(node, "bias"), batch_stats, 0.0, a["eps"]
         )
 
-    @staticmethod
-    def _act(node: Node, y: Any) -> Any:
-        import torch
-
-        return torch.relu(y) if node.attrs["act"] == "relu" else y
+    def _act(self, node: Node, y: Any) -> Any:
+        """A fused op's epilogue: its activation's own interpreter method, on the act_<attr> attributes."""
+        act, attrs = epilogue_act(node.attrs)
+        if act == "none":
+            return y
+        return getattr(self, act)(Node(f"{node.name}.act", act, (node.name,), attrs, node.shape), [y])
 
     # --- ops -------------------------------------------------------------------------------------
     def input(self, node: Node, inputs: list[Any]) -> Any:

@@ -20,6 +20,8 @@ ShapeRule = Callable[[Attrs, list[Shape]], Shape]
 CostRule = Callable[[Attrs, list[Shape], Shape], int]
 
 REQUIRED = object()
+# the default of an attribute that is present only where given (fused ops' act_* attributes)
+OPTIONAL = object()
 # any dimension past this is a typo or a runaway expression, not a network
 MAX_DIM = 1 << 24
 
@@ -142,7 +144,7 @@ class OpSpec:
         name: the op's name: the same word in specs, the IR, and every backend's lowering method.
         arity: input count, or a tuple of every allowed count; `(2, ...)` is two or more.
         attrs: attribute name -> (kind in KINDS or a checker function, default); REQUIRED has no default,
-            None is derived (see `derive`).
+            OPTIONAL leaves the attribute out unless given, None is derived (see `derive`).
         positional: the attributes a spec may give without a keyword, in order.
         shape: the shape rule on resolved attributes: (attrs, input shapes) -> output shape; pure.
         derive: fills derived attributes (e.g. "same" padding) from the input shapes; returns a new dict.
@@ -211,7 +213,7 @@ class OpSpec:
             kind = self.attrs[key][0]
             out[key] = (KINDS[kind] if isinstance(kind, str) else kind)(value, key)
         for key, (_, default) in self.attrs.items():
-            if key in out:
+            if key in out or default is OPTIONAL:
                 continue
             if default is REQUIRED:
                 raise OpProblem(f"'{self.name}' needs '{key}'", hint=self.hints.get(key))

@@ -10,7 +10,7 @@ from typing import Any
 from archc.backend import source_text
 from archc.errors import BackendError
 from archc.ir import Graph, Node
-from archc_torch.codegen import Lowering, class_name, generate
+from archc_torch.codegen import Lowering, class_name, epilogue_expr, generate
 from archc_torch.lower_resample import check_exportable
 
 __all__ = ["EagerLowering", "Lowering", "TorchBackend", "check_names", "class_name", "generate", "instantiate"]
@@ -52,7 +52,7 @@ def instantiate(src: str, cls: str, graph_name: str) -> Any:
 
 
 class EagerLowering(Lowering):
-    """The lowering with fused_conv as conv(x) [+ r] [-> relu] in eager ops, for torch's exporters.
+    """The lowering with fused_conv as conv(x) [+ r] [-> act] in eager ops, for torch's exporters.
 
     FusedConv2d's CPU fast path is a oneDNN call that neither ONNX nor TorchScript can express;
     an adaptive_maxpool whose size does not divide its input's is refused (ONNX has no such op).
@@ -61,7 +61,7 @@ class EagerLowering(Lowering):
     def fused_conv(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         ctor, _ = self.conv(n, ins)
         expr = f"{{m}}({ins[0]})" + (f".add_({ins[1]})" if n.attrs["residual"] else "")
-        return ctor, f"torch.relu_({expr})" if n.attrs["act"] == "relu" else expr
+        return ctor, epilogue_expr(n, expr)
 
     def adaptive_maxpool(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         check_exportable(n, self._in(n))

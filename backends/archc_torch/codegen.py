@@ -20,7 +20,9 @@ from typing import Any
 
 from archc.backend import source_text
 from archc.errors import BackendError
-from archc.ir import OPS, Graph, Node
+from archc.ir import OPS, Graph, Node, OpProblem
+from archc.ir.activations import activation_expr
+from archc.ir.fused import epilogue_act
 from archc.ir.registry import ALIASING, FRESH
 from archc_torch.lower_act import ActLowering
 from archc_torch.lower_norm import NormLowering
@@ -69,6 +71,29 @@ def runtime_pieces() -> dict[str, str]:
         first = min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", ()))])
         pieces[name] = "".join(lines[first - 1 : stmt.end_lineno])
     return pieces
+
+
+# the activations FusedConv2d (runtime.py) applies itself
+FUSED_CONV_ACTS = ("none", "relu")
+
+
+def epilogue_expr(n: Node, expr: str) -> str:
+    """A fused op's activation applied to `expr` (a fresh tensor the op owns), as the table writes it in place.
+
+    Raises:
+        BackendError: the activation or one of its act_<attr> values is not one the table knows
+            (a graph changed after the passes).
+    """
+    act, attrs = epilogue_act(n.attrs)
+    if act == "none":
+        return expr
+    try:
+        return activation_expr(act, expr, attrs, inplace=True)
+    except (KeyError, OpProblem) as e:
+        raise BackendError(
+            f"layer '{n.name}' has activation {act!r:.40} with {attrs!r:.60}, which the activation table refuses",
+            hint="this graph was not made by the archc passes; give act one of archc.ir.activations.ACTIVATIONS",
+        ) from e
 
 
 def _pair(v: Any) -> str:
@@ -188,15 +213,18 @@ class Lowering(ActLowering, TensorLowering, NormLowering, RandomLowering, Resamp
     def bn_act(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         # in place on the BN output: BN's backward keeps its input, not its output
         expr = f"{{m}}({ins[0]})" + (f".add_({ins[1]})" if n.attrs["residual"] else "")
-        return self._bn_module(n), f"torch.relu_({expr})"
+        return self._bn_module(n), epilogue_expr(n, expr)
 
     def fused_conv(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
-        # FusedConv2d: one oneDNN conv+bias(+add)(+ReLU) call in CPU inference, eager ops otherwise
-        extra = f", act={n.attrs['act']!r}"
+        # FusedConv2d: one oneDNN conv+bias(+add)(+ReLU) call in CPU inference, eager ops otherwise;
+        # any other activation is the table's (in-place) expression on its output
+        act = n.attrs["act"] if n.attrs["act"] in FUSED_CONV_ACTS else "none"
+        extra = f", act={act!r}"
         if n.attrs["residual"] and self.can_overwrite(n, 1):
             extra += ", into_r=True"
         ctor = f"{self.use_helper('FusedConv2d')}({self._conv_args(n)}{extra})"
-        return ctor, f"{{m}}({', '.join(ins)})"
+        expr = f"{{m}}({', '.join(ins)})"
+        return ctor, expr if act == n.attrs["act"] else epilogue_expr(n, expr)
 
     def relu(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         if n.labelled:
@@ -285,7 +313,7 @@ class _Names:
 
 
 # the attributes that may hold a string: written with repr (act, approximate, mode) or not at all (folded_bn)
-STRING_ATTRS = frozenset({"act", "folded_bn", "approximate", "mode"})
+STRING_ATTRS = frozenset({"act", "folded_bn", "approximate", "act_approximate", "mode"})
 # ... and the strings they may hold, like every layer name: dotted paths of letters, digits, underscores
 _DOTTED = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 

@@ -5,7 +5,10 @@ Everything the kernels do not cover lowers exactly as in the torch backend; only
 parameter and buffer names of nn.BatchNorm2d / nn.Conv2d so checkpoints move
 freely between backends. A `bn_act` without residual whose only reader is a conv runs
 together with that conv as the BN-ReLU-conv unit (`bn_relu_conv`), which keeps the BN
-input instead of the activation for backward (archc_triton.bn_act_conv).
+input instead of the activation for backward (archc_triton.bn_act_conv). The kernels' epilogue
+is ReLU: a `bn_act` with another activation lowers to the torch form (nn.BatchNorm2d and the
+activation's expression), a `fused_conv` with one to FusedConv with no activation followed by
+the activation's torch expression.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ from typing import Any
 from archc.errors import BackendError
 from archc.ir import Graph, Node
 from archc_torch import Lowering, check_names, generate, instantiate
-from archc_torch.codegen import _attr
+from archc_torch.codegen import _attr, epilogue_expr
+
+# the epilogues the kernels apply (archc_triton.conv.ACTS, BNAct's ReLU); another activation of a
+# fused op is the torch backend's form of that node
+_KERNEL_ACTS = ("none", "relu")
 
 __version__ = "0.1.0"
 __all__ = ["TritonBackend", "TritonLowering", "BNAct", "FusedConv", "bn_relu_conv"]
@@ -34,6 +41,8 @@ class TritonLowering(Lowering):
 
     def bn_act(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         a = n.attrs
+        if a["act"] != "relu":
+            return super().bn_act(n, ins)  # BNAct's kernels apply ReLU only: the torch form
         ctor = (
             f"archc_triton.BNAct({self._in(n)[0]}, eps={a['eps']!r}, momentum={a['momentum']!r}, "
             f"track_running_stats={a['track_running_stats']}, residual={a['residual']})"
@@ -61,12 +70,15 @@ class TritonLowering(Lowering):
 
     def fused_conv(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         a = n.attrs
+        act = a["act"] if a["act"] in _KERNEL_ACTS else "none"
         ctor = (
             f"archc_triton.FusedConv({self._in(n)[0]}, {a['out']}, {_pair(a['kernel'])}, "
             f"stride={_pair(a['stride'])}, padding={_pair(a['padding'])}, dilation={_pair(a['dilation'])}, "
-            f"groups={a['groups']}, act={a['act']!r}, residual={a['residual']})"
+            f"groups={a['groups']}, act={act!r}, residual={a['residual']})"
         )
-        return ctor, f"{{m}}({', '.join(ins)})"
+        expr = f"{{m}}({', '.join(ins)})"
+        # the kernels' epilogue is ReLU or nothing; any other activation is the table's torch expression
+        return ctor, expr if act == a["act"] else epilogue_expr(n, expr)
 
 
 def require_device() -> None:
