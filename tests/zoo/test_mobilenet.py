@@ -30,3 +30,23 @@ def test_mobilenet_v2_eval_pipeline():
 
 def test_mobilenet_v2_num_classes_override():
     assert archc.api.build(V2, lower=False, overrides=SMALL).graph.params() == 3_504_872 - 1281 * 990
+
+
+V3 = "zoo/mobilenet_v3_large"
+
+
+def test_mobilenet_v3_large_params():
+    assert params(V3) == 5_483_032  # torchvision mobilenet_v3_large's num_params
+
+
+def test_mobilenet_v3_large_keys_are_torchvision_s():
+    assert shapes(archc.compile(V3)) == shapes(ref.MobileNetV3Large())
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_mobilenet_v3_large_float64_equivalence(train):
+    assert equivalence_error(V3, ref.MobileNetV3Large(num_classes=10, dropout=0.0), train, {"dropout": 0.0}) < 1e-10
+
+
+def test_mobilenet_v3_large_eval_pipeline():
+    assert pipeline_error(V3) < 1e-4
