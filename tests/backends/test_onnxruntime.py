@@ -26,8 +26,14 @@ SPECS = ROOT / "specs"
 RESNET20 = SPECS / "cifar" / "resnet20.arch"
 TOL = 1e-4
 FAST = {"exporter": "legacy"}  # the tests export many nets: the TorchScript-based exporter takes seconds, not tens
-SLOW = {"resnet101", "resnet152", "resnet1202", "faster_rcnn_r101_c4", "preact_resnet1001", "resnext101_32x8d"}
+SLOW = {
+    "resnet101", "resnet152", "resnet1202", "faster_rcnn_r101_c4", "preact_resnet1001", "resnext101_32x8d",
+    "vgg16_bn",  # 62 s (dynamo)
+}  # fmt: skip
 SMALL = {"input_size": "3x32x32"}  # ImageNet specs at 32x32: every stage still runs (layer4 is 1x1)
+# The legacy exporter refuses an adaptive pool whose size does not divide its input: VGG's
+# adaptive_avgpool(7x7) meets a 1x1 map at 32x32 (7x7 needs 224x224), so it takes the dynamo exporter.
+EXPORTER = {"vgg16_bn": {"exporter": "dynamo"}}
 
 
 def _specs() -> list:
@@ -100,7 +106,7 @@ def test_registered_and_available() -> None:
 @pytest.mark.parametrize("spec", _specs())
 def test_outputs_equal_the_torch_backend_on_every_spec(spec: Path) -> None:
     overrides = _overrides(spec)
-    want, got = _pair(spec, overrides)
+    want, got = _pair(spec, overrides, **EXPORTER.get(spec.stem, {}))
     assert list(got.state_dict()) == list(want.state_dict())
     g = torch.Generator().manual_seed(1)
     shape = tuple(int(s) for s in overrides["input_size"].split("x"))

@@ -182,7 +182,8 @@ def test_the_shipped_specs_are_well_inside_the_default_limits() -> None:
             continue
         g = elaborate(load(path))
         activations = sum(_numel(n.shape) for n in g.nodes()) * 4
-        assert g.params() * 1.25 < DEFAULT_PARAMS, path  # the largest, zoo/vgg16_bn, has 138.4 million
+        # the largest shipped net, VGG-16-BN (138.4M), is 69% of the default parameter limit
+        assert g.params() * 10 < DEFAULT_PARAMS * 7, path
         assert activations * 6 < DEFAULT_ACTIVATION_BYTES, path
 
 
