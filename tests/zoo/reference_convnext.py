@@ -1,7 +1,7 @@
 """A hand-written ConvNeXt-T in torch.nn, in torchvision's module structure (test-only reference).
 
-The pointwise layers are nn.Linear on a channels-last map, as in torchvision; the archc spec
-has 1x1 convs there, so `to_spec` views those two weights as out x in x 1 x 1.
+The pointwise layers are nn.Linear on a channels-last map, as in torchvision (the spec's
+`channel_linear`, with the same weight shapes).
 """
 
 from __future__ import annotations
@@ -88,10 +88,3 @@ class ConvNeXtTiny(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.avgpool(self.features(x)))
-
-
-def to_spec(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The reference's state_dict with the pointwise Linear weights viewed as 1x1 conv weights."""
-    return {
-        k: v.view(*v.shape, 1, 1) if k.endswith((".block.3.weight", ".block.5.weight")) else v for k, v in state.items()
-    }
