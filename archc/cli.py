@@ -11,30 +11,22 @@ from typing import Any
 
 import click
 
+from archc.commands import backends, bench, detect, diff, export, graph, inspect, plot, train
+from archc.commands import eval as eval_command
+from archc.commands import list as list_command
+from archc.commands.options import (
+    backend_option,
+    fail,
+    json_option,
+    mode_option,
+    parse_passes,
+    parse_sets,
+    passes_option,
+    sets_option,
+)
+from archc.console import make_console
 from archc.errors import ArchcError, print_warnings_plainly
 from archc.units import si
-
-EXIT_SPEC_ERROR = 2
-
-
-def _fail(err: ArchcError) -> None:
-    click.echo(err.render(), err=True)
-    sys.exit(EXIT_SPEC_ERROR)
-
-
-def _parse_sets(items: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def _parse_passes(passes: str | None) -> list[str] | None:
-    """`--passes a,b` as a list; None (the mode's pipeline) when the option is absent."""
-    return None if passes is None else [p.strip() for p in passes.split(",") if p.strip()]
 
 
 def _fmt_shape(shape: list[int] | tuple[int, ...]) -> str:
@@ -84,17 +76,6 @@ def _outputs(g: Any) -> list[dict[str, Any]]:
         {"name": name, "shape": list(g.node(node).shape), "per_roi": g.node(node).stage in head}
         for name, node in zip(g.output_names or g.outputs, g.outputs, strict=True)
     ]
-
-
-def make_console(stderr: bool = False) -> Any:
-    """A rich Console on stdout (or stderr) for every command: colour only on a terminal, none with NO_COLOR.
-
-    rich already leaves out escape codes when stdout is not a TTY (or TERM=dumb); with
-    NO_COLOR set it drops colour but keeps bold, so switch styling off completely then.
-    """
-    from rich.console import Console
-
-    return Console(color_system=None, stderr=stderr) if os.environ.get("NO_COLOR") else Console(stderr=stderr)
 
 
 def _print_table(s: dict[str, Any]) -> None:
@@ -165,35 +146,16 @@ def main() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def complete_backend(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    """Shell completion for --backend: the installed backends' names (nothing is loaded)."""
-    from archc.backend import available
-
-    return [name for name in sorted(available()) if name.startswith(incomplete)]
-
-
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@sets_option()
+@json_option()
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Write IR dump and source here.")
 @click.option("--init", "write_init", is_flag=True, help="With -o: also write freshly initialised weights.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --init weights.")
-@click.option(
-    "--backend",
-    default="torch",
-    show_default=True,
-    shell_complete=complete_backend,
-    help="Backend plugin to lower with (`archc backends` lists them).",
-)
-@click.option(
-    "--mode",
-    type=click.Choice(["train", "eval"]),
-    default="train",
-    show_default=True,
-    help="Pass pipeline: train keeps every parameter name; eval folds BN and fuses ops.",
-)
-@click.option("--passes", default=None, help="Comma-separated pass pipeline (default: the standard one).")
+@backend_option("Backend plugin to lower with (`archc backends` lists them).")
+@mode_option("train", "Pass pipeline: train keeps every parameter name; eval folds BN and fuses ops.")
+@passes_option("Comma-separated pass pipeline (default: the standard one).")
 @click.option("--dump-after", "dump_after", multiple=True, metavar="PASS", help="Print the IR after PASS.")
 @click.option("--frozen-bn", is_flag=True, help="Every BN a fixed affine from its running statistics (fine-tuning).")
 @click.option(
@@ -246,12 +208,12 @@ def build(
             import torch
 
             torch.manual_seed(seed)  # before lowering, so the initial weights are reproducible
-        pipeline = _parse_passes(passes)
+        pipeline = parse_passes(passes)
         b = do_build(
             spec,
             backend=backend,
             mode=mode,
-            overrides=_parse_sets(sets),
+            overrides=parse_sets(sets),
             passes=pipeline,
             dump_after=list(dump_after),
             frozen_bn=frozen_bn,
@@ -262,8 +224,7 @@ def build(
         if out is not None:
             summary["files"] = _write_outputs(b, out, write_init, seed)
     except ArchcError as err:
-        _fail(err)
-        return
+        fail(err)
     for name, text in b.passes.dumps.items():
         click.echo(f"# IR after {name}\n{text}", err=as_json)
     if as_json:
@@ -299,12 +260,7 @@ def _write_outputs(b: Any, out: Path, write_init: bool, seed: int) -> list[str]:
     return files
 
 
-# Further commands live in archc/commands/, one module each, registered here (after
-# `main` exists: the command modules import helpers such as _fail from this module).
-from archc.commands import backends, bench, detect, diff, export, graph, inspect, plot, train  # noqa: E402
-from archc.commands import eval as eval_command  # noqa: E402
-from archc.commands import list as list_command  # noqa: E402
-
+# Further commands live in archc/commands/, one module each.
 for _command in (
     train.train,
     eval_command.eval_,

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from archc.commands.options import json_option
+
 
 def describe(name: str, ep: Any) -> dict[str, Any]:
     """One installed backend: its entry point, distribution, and whether it loads and can lower here.
@@ -53,7 +55,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from archc.cli import make_console
+    from archc.console import make_console
 
     table = Table(
         title="archc backends (entry-point group archc.backends)",
@@ -74,7 +76,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 
 @click.command("backends")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@json_option()
 def backends(as_json: bool) -> None:
     """List the installed backend plugins and whether each can lower on this machine.
 

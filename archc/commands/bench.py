@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from archc.commands.options import threads_option
+from archc.commands.options import (
+    backend_option,
+    fail,
+    json_option,
+    mode_option,
+    parse_sets,
+    sets_option,
+    threads_option,
+)
 from archc.errors import ArchcError
 
 EXIT_CANDIDATE_FAILED = 1
@@ -35,7 +43,7 @@ def print_report(r: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from archc.cli import make_console
+    from archc.console import make_console
 
     console = make_console()
     dev = r["device"]
@@ -119,25 +127,9 @@ def print_report(r: dict[str, Any]) -> None:
         console.print(escape(line), highlight=False, soft_wrap=True)
 
 
-def _complete_backends(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    """Shell completion for a comma-separated --backend list: installed names after the last comma."""
-    from archc.backend import available
-
-    done, _, last = incomplete.rpartition(",")
-    prefix = f"{done}," if done else ""
-    return [prefix + name for name in sorted(available()) if name.startswith(last)]
-
-
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--backend",
-    "backends",
-    default="torch",
-    show_default=True,
-    shell_complete=_complete_backends,
-    help="archc backends, comma-separated.",
-)
+@backend_option("archc backends, comma-separated.", many=True)
 @click.option(
     "--baseline",
     "baselines",
@@ -147,7 +139,7 @@ def _complete_backends(ctx: click.Context, param: click.Parameter, incomplete: s
     "the paper's nets), compile (torch.compile of eager), or none. "
     "[default: eager,reference,compile on a GPU; eager,reference on CPU, where the compile takes minutes]",
 )
-@click.option("--mode", type=click.Choice(["train", "eval"]), default="train", show_default=True)
+@mode_option("train")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Images per step.")
 @click.option(
     "--dtype",
@@ -162,10 +154,10 @@ def _complete_backends(ctx: click.Context, param: click.Parameter, incomplete: s
     default=None,
     help="torch.compile mode. [default: max-autotune for eval, torch's default for train]",
 )
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
+@sets_option()
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the weights and the batch.")
 @threads_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@json_option()
 def bench(
     spec: Path,
     backends: str,
@@ -202,7 +194,6 @@ def bench(
     import torch
 
     from archc.bench.runner import BenchConfig, run
-    from archc.cli import _fail, _parse_sets
 
     default_baselines = "eager,reference,compile" if torch.cuda.is_available() else "eager,reference"
     cfg = BenchConfig(
@@ -214,7 +205,7 @@ def bench(
         dtype=dtype,
         iters=iters,
         warmup=warmup,
-        overrides=_parse_sets(sets),
+        overrides=parse_sets(sets),
         compile_mode=compile_mode,
         seed=seed,
         threads=threads,
@@ -222,7 +213,7 @@ def bench(
     try:
         result = run(cfg, log=lambda line: click.echo(f"bench: {line}", err=True))
     except ArchcError as err:
-        _fail(err)
+        fail(err)
         return
     if as_json:
         click.echo(json.dumps(result, indent=1))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from archc.commands.options import threads_option
+from archc.commands.options import fail, json_option, parse_sets, sets_option, threads_option
 from archc.errors import ArchcError
 from archc.files import make_dir, write_output
 
@@ -20,9 +20,9 @@ from archc.files import make_dir, write_output
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Output image (one input) or directory (several).")
 @click.option("--score", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Draw detections above.")
 @click.option("--scales", default=None, metavar="S1,S2,...", help="Multi-scale testing: shorter sides to run at.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
+@sets_option()
 @threads_option
-@click.option("--json", "as_json", is_flag=True, help="Print the detections as JSON.")
+@json_option("Print the detections as JSON.")
 def detect(
     spec: Path,
     images: tuple[Path, ...],
@@ -45,14 +45,13 @@ def detect(
       archc detect specs/detection/faster_rcnn_small_c4.arch --weights w.safetensors a.png b.png -o drawn/
       archc detect specs/detection/faster_rcnn_small_c4.arch --weights w.safetensors a.png --scales 96,128,160 --json
     """
-    from archc.cli import _fail, _parse_sets
     from archc.threads import torch_threads
 
     try:
         with torch_threads(threads):
-            results = _detect(spec, images, weights, out, score, scales, _parse_sets(sets))
+            results = _detect(spec, images, weights, out, score, scales, parse_sets(sets))
     except ArchcError as err:
-        _fail(err)
+        fail(err)
         return
     if as_json:
         click.echo(json.dumps(results, indent=1))

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from archc.commands.options import fail, json_option, mode_option, parse_sets, sets_option
 from archc.errors import ArchcError
 from archc.units import si
 
@@ -248,17 +249,11 @@ def _label(spec: Path, overrides: dict[str, str], name: str) -> str:
 @click.command()
 @click.argument("spec_a", metavar="A", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("spec_b", metavar="[B]", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter on both sides.")
-@click.option("--set-a", "sets_a", multiple=True, metavar="KEY=VALUE", help="Set a net parameter on side A only.")
-@click.option("--set-b", "sets_b", multiple=True, metavar="KEY=VALUE", help="Set a net parameter on side B only.")
-@click.option(
-    "--mode",
-    type=click.Choice(["spec", "train", "eval"]),
-    default="spec",
-    show_default=True,
-    help="Compare the layers as written (spec) or after the train / eval pass pipeline.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
+@sets_option("Set a net parameter on both sides.")
+@sets_option("Set a net parameter on side A only.", "--set-a", "sets_a")
+@sets_option("Set a net parameter on side B only.", "--set-b", "sets_b")
+@mode_option("spec", "Compare the layers as written (spec) or after the train / eval pass pipeline.", extra=["spec"])
+@json_option("Print one JSON object instead of the tables.")
 def diff(
     spec_a: Path,
     spec_b: Path | None,
@@ -280,19 +275,17 @@ def diff(
       archc diff specs/resnet34.arch specs/plain34.arch --json
       archc diff specs/resnet50.arch --set-a stride_in_1x1=true --set-b stride_in_1x1=false
     """
-    from archc.cli import _fail, _parse_sets
-
     if spec_b is None and not (sets_a or sets_b):
         raise click.UsageError("give a second spec B, or compare A with itself under --set-a/--set-b overrides")
-    common = _parse_sets(sets)
-    over_a = {**common, **_parse_sets(sets_a)}
-    over_b = {**common, **_parse_sets(sets_b)}
+    common = parse_sets(sets)
+    over_a = {**common, **parse_sets(sets_a)}
+    over_b = {**common, **parse_sets(sets_b)}
     path_b = spec_b or spec_a
     try:
         ga = _elaborate(spec_a, over_a, mode)
         gb = _elaborate(path_b, over_b, mode)
     except ArchcError as err:
-        _fail(err)
+        fail(err)
         return
     d = compare(ga, gb)
     label_a, label_b = _label(spec_a, over_a, ga.name), _label(path_b, over_b, gb.name)

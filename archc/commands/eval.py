@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from archc.commands.options import threads_option
+from archc.commands.options import (
+    backend_option,
+    fail,
+    json_option,
+    mode_option,
+    parse_sets,
+    sets_option,
+    threads_option,
+)
 from archc.errors import ArchcError
 
 
@@ -25,20 +33,14 @@ from archc.errors import ArchcError
 @click.option("--recipe", default=None, metavar="NAME|FILE", help="Its test-time settings (crop, mean).")
 @click.option("--test-crop", type=click.Choice(["center", "ten"]), default=None, help="center or 10-crop testing.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per forward pass.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
-@click.option("--backend", default="torch", show_default=True, help="Backend plugin that lowers the net.")
-@click.option(
-    "--mode",
-    type=click.Choice(["train", "eval"]),
-    default="eval",
-    show_default=True,
-    help="Pass pipeline: eval folds BN and fuses (faster); train keeps every layer.",
-)
+@sets_option()
+@backend_option("Backend plugin that lowers the net.")
+@mode_option("eval", "Pass pipeline: eval folds BN and fuses (faster); train keeps every layer.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None, help="Mixed precision.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Only for data sets generated from a seed.")
 @threads_option
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@json_option("Print the metrics as JSON.")
 def eval_(
     spec: Path,
     weights: Path,
@@ -64,11 +66,9 @@ def eval_(
       archc eval specs/resnet50.arch --weights r50.safetensors --data imagefolder:/data/imagenet --test-crop ten
       archc eval specs/detection/faster_rcnn_small_c4.arch --weights best.safetensors --data shapes
     """
-    from archc.cli import _fail, _parse_sets
-
     try:
         opts = dict(locals())
-        opts["overrides"] = _parse_sets(sets)
+        opts["overrides"] = parse_sets(sets)
         from archc.commands.train import spec_graph
         from archc.threads import torch_threads
 
@@ -82,12 +82,12 @@ def eval_(
             else:
                 metrics = _eval_classifier(opts)
     except ArchcError as err:
-        _fail(err)
+        fail(err)
         return
     if as_json:
         click.echo(json.dumps(metrics, indent=2, sort_keys=True))
         return
-    from archc.cli import make_console
+    from archc.console import make_console
 
     console = make_console()
     if table is not None:

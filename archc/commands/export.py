@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from archc.commands.options import fail, mode_option, parse_sets, sets_option
 from archc.errors import ArchcError
 from archc.onnx_export import ExportError, export_onnx, exportable_module, quiet
 
@@ -198,14 +199,8 @@ def _verdict(what: str, got: list[Any], want: list[Any], x: Any) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Checkpoint (.safetensors or torch file) in the spec's key space; default: fresh He-normal weights.",
 )
-@click.option(
-    "--mode",
-    type=click.Choice(["train", "eval"]),
-    default="eval",
-    show_default=True,
-    help="Pass pipeline: eval folds BN into the convs and fuses ops; train keeps every layer and name.",
-)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
+@mode_option("eval", "Pass pipeline: eval folds BN into the convs and fuses ops; train keeps every layer and name.")
+@sets_option()
 @click.option(
     "--batch",
     type=click.IntRange(min=1),
@@ -253,13 +248,11 @@ def export(
       archc export specs/resnet18.arch --format python -o resnet18.py --weights r18.safetensors
       archc export specs/resnet18.arch -o r18_64.onnx --set input_size=3x64x64 --batch 4
     """
-    from archc.cli import _fail, _parse_sets
-
     try:
         fmt = fmt or _format_from_suffix(out)
-        lines = _export(spec, fmt, out, weights, mode, _parse_sets(sets), batch, opset, exporter, seed, check)
+        lines = _export(spec, fmt, out, weights, mode, parse_sets(sets), batch, opset, exporter, seed, check)
     except ArchcError as err:
-        _fail(err)
+        fail(err)
         return
     for line in lines:
         click.echo(line)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from archc.commands.options import fail, json_option, mode_option, parse_passes, parse_sets, passes_option, sets_option
 from archc.errors import ArchcError
 
 FORMATS = (".dot", ".gv", ".svg", ".png")
@@ -72,22 +73,16 @@ def _write(text: str, out: Path, fmt: str, dpi: int | None = None) -> None:
     show_default=True,
     help="Draw every layer, one node per block instance (layer1.0), or one per stage (layer1).",
 )
-@click.option(
-    "--mode",
-    type=click.Choice(["train", "eval"]),
-    default="train",
-    show_default=True,
-    help="Pass pipeline whose result is drawn: eval shows BN folded into fused convs.",
-)
-@click.option("--passes", default=None, help="Comma-separated pass pipeline (default: the mode's; '' for none).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
+@mode_option("train", "Pass pipeline whose result is drawn: eval shows BN folded into fused convs.")
+@passes_option("Comma-separated pass pipeline (default: the mode's; '' for none).")
+@sets_option()
 @click.option(
     "--dpi",
     type=click.IntRange(min=10, max=1200),
     default=None,
     help=f"Resolution of a PNG (pixels per inch). [default: {PNG_DPI}]",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
+@json_option("Print what was written as one JSON object.")
 def graph(
     spec: Path,
     out: Path,
@@ -111,7 +106,6 @@ def graph(
       archc graph specs/resnet152.arch -o resnet152.dot --depth stage
     """
     from archc.api import build
-    from archc.cli import _fail, _parse_passes, _parse_sets
     from archc.viz import render
     from archc.viz import view as make_view
 
@@ -119,14 +113,14 @@ def graph(
         fmt = _check_output(out)
         if dpi is not None and fmt != "png":
             raise ArchcError(f"--dpi sets a PNG's resolution; '{out}' is {fmt}", hint="drop --dpi, or write NAME.png")
-        pipeline = _parse_passes(passes)
-        b = build(spec, mode=mode, overrides=_parse_sets(sets), passes=pipeline, lower=False)
+        pipeline = parse_passes(passes)
+        b = build(spec, mode=mode, overrides=parse_sets(sets), passes=pipeline, lower=False)
         v = make_view(b.graph, depth)
         if fmt == "png":
             dpi = dpi or PNG_DPI
         _write(render(v), out, fmt, dpi)
     except ArchcError as err:
-        _fail(err)
+        fail(err)
         return
     summary = {
         "name": b.graph.name,

@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from archc.commands.options import fail, json_option, mode_option, parse_sets, sets_option
 from archc.errors import ArchcError, WeightsError
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -325,15 +326,9 @@ def _tv_summary(tv: dict[str, Any], n_ckpt: int) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Check a checkpoint (.safetensors or torch file) against the keys; exit 2 when it does not fit.",
 )
-@click.option(
-    "--mode",
-    type=click.Choice(["train", "eval"]),
-    default="train",
-    show_default=True,
-    help="Pass pipeline: eval shows which BN keys fold into which conv.",
-)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@mode_option("train", "Pass pipeline: eval shows which BN keys fold into which conv.")
+@sets_option()
+@json_option()
 def inspect(
     spec: Path, keymap_name: str, weights: Path | None, mode: str, sets: tuple[str, ...], as_json: bool
 ) -> None:
@@ -350,23 +345,22 @@ def inspect(
       archc inspect specs/resnet34.arch --set shortcut=A --json
       archc inspect specs/resnet18.arch --weights resnet18.safetensors
     """
-    from archc.cli import _fail, _parse_sets
 
     report = None
     try:
-        info = keymap(spec, mode, _parse_sets(sets))
+        info = keymap(spec, mode, parse_sets(sets))
         tv = compare_torchvision(info) if keymap_name == "torchvision" else None
         if weights is not None:
             report = check_weights(info, weights)
     except ArchcError as err:
-        _fail(err)
+        fail(err)
         return
     if as_json:
         click.echo(json.dumps(_json(info, tv, report), indent=1))
     else:
         _print(info, tv, report)
     if report is not None and not report["ok"]:
-        _fail(weights_error(report, info["net"]))
+        fail(weights_error(report, info["net"]))
 
 
 def _json(info: dict[str, Any], tv: dict[str, Any] | None, report: dict[str, Any] | None) -> dict[str, Any]:

@@ -8,12 +8,14 @@ from typing import Any
 
 import click
 
+from archc.commands.options import fail, json_option
+
 
 def _print_table(rows: list[dict[str, Any]], root: str) -> None:
     from rich import box
     from rich.table import Table
 
-    from archc.cli import make_console
+    from archc.console import make_console
 
     table = Table(title=f"archc catalogue ({root})", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     cells = [
@@ -31,14 +33,13 @@ def _print_table(rows: list[dict[str, Any]], root: str) -> None:
 
 
 def _nothing_matches(patterns: tuple[str, ...]) -> None:
-    from archc.cli import _fail
     from archc.errors import ArchcError
     from archc.frontend.catalog import suggest
 
     plain = [p for p in patterns if not any(c in p for c in "*?[")]
     close = suggest(plain[0]) if plain else None
     hint = f"did you mean '{close}'? " if close else ""
-    _fail(
+    fail(
         ArchcError(
             f"no catalogue name matches {', '.join(repr(p) for p in patterns)}",
             hint=hint + "patterns are shell wildcards, e.g. 'resnet*'; `archc list` shows every name",
@@ -49,7 +50,7 @@ def _nothing_matches(patterns: tuple[str, ...]) -> None:
 @click.command("list")
 @click.argument("patterns", nargs=-1, metavar="[PATTERN]...")
 @click.option("--exclude", "excludes", multiple=True, metavar="PATTERN", help="Drop names matching (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@json_option()
 @click.option("--names", "names_only", is_flag=True, help="Only the names, one a line (no sizes computed).")
 def list_(patterns: tuple[str, ...], excludes: tuple[str, ...], as_json: bool, names_only: bool) -> None:
     """List the networks of the installed spec catalogue, with parameters and multiply-adds.
@@ -81,9 +82,7 @@ def list_(patterns: tuple[str, ...], excludes: tuple[str, ...], as_json: bool, n
     try:
         rows = [m.as_dict() for m in models]
     except ArchcError as err:  # a broken installed spec: say which, like any spec error
-        from archc.cli import _fail
-
-        _fail(err)
+        fail(err)
         return
     where = os.fspath(root()) if root() is not None else None
     if as_json:

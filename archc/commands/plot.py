@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from archc.commands.options import fail, json_option
 from archc.errors import ArchcError, CheckpointError
 
 SUFFIXES = (".png", ".svg", ".pdf")
@@ -156,7 +157,7 @@ def draw(
 @click.option("--title", default=None, help="Figure title.")
 @click.option("--logy", is_flag=True, help="Logarithmic y axis.")
 @click.option("--ylim", nargs=2, type=float, default=None, metavar="LOW HIGH", help="y range (in percent for errors).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plotted series as JSON (with -o: as well).")
+@json_option("Print the plotted series as JSON (with -o: as well).")
 def plot(
     runs: tuple[Path, ...],
     out: Path | None,
@@ -179,7 +180,6 @@ def plot(
       archc plot runs/faster_rcnn-0001 --metric AP50 -o ap.pdf
       archc plot runs/resnet20-0001 --json
     """
-    from archc.cli import _fail
 
     try:
         if out is None and not as_json:
@@ -195,7 +195,7 @@ def plot(
         if out is not None:
             draw(curves, out, title, logy, ylim)
     except ArchcError as err:
-        _fail(err)
+        fail(err)
         return
     if as_json:
         click.echo(json.dumps({"runs": curves, "train_style": "dashed", "test_style": "bold"}, indent=2))

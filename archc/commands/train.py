@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from archc.commands.options import threads_option
+from archc.commands.options import backend_option, fail, json_option, parse_sets, sets_option, threads_option
 from archc.errors import ArchcError
 
 # The embedded digits are small (1,438 training images): this many iterations of the CIFAR recipe (~70
@@ -71,8 +71,8 @@ def spec_graph(spec: Path, overrides: dict[str, str]) -> Any:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global mini-batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Base learning rate.")
 @click.option("--hp", "hps", multiple=True, metavar="KEY=VALUE", help="Change any recipe field (repeatable).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a net parameter (repeatable).")
-@click.option("--backend", default="torch", show_default=True, help="Backend plugin that lowers the net.")
+@sets_option()
+@backend_option("Backend plugin that lowers the net.")
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None, help="Mixed precision.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
 @click.option("--sync-bn", is_flag=True, help="Batch statistics over all processes' shards (default: per process).")
@@ -97,7 +97,7 @@ def spec_graph(spec: Path, overrides: dict[str, str]) -> Any:
 )
 @click.option("--progress/--no-progress", default=True, help="Progress bar (a line per record when not a TTY).")
 @threads_option
-@click.option("--json", "as_json", is_flag=True, help="Print the final result as JSON.")
+@json_option("Print the final result as JSON.")
 def train(
     spec: Path,
     data: str | None,
@@ -141,31 +141,20 @@ def train(
       archc train specs/detection/faster_rcnn_small_c4.arch --data shapes
       archc train specs/detection/faster_rcnn_r50_c4.arch --data coco:imgs,ann.json --init r50.safetensors
     """
-    from archc.cli import _fail, _parse_sets
     from archc.threads import torch_threads
 
     opts = dict(locals())
     try:
-        opts["hps"] = _parse_kv(hps, "--hp")
-        opts["overrides"] = _parse_sets(sets)
+        opts["hps"] = parse_sets(hps, "--hp", empty_values=True)
+        opts["overrides"] = parse_sets(sets)
         # --deterministic: the same thread count whatever the load, so reruns sum floats in the same order
         with torch_threads(threads, load_aware=not deterministic):
             result = _train(opts)
     except ArchcError as err:
-        _fail(err)
+        fail(err)
         return
     if result is not None and as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
-
-
-def _parse_kv(items: tuple[str, ...], flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=flag)
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _train(o: dict[str, Any]) -> dict[str, Any] | None:

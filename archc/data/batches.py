@@ -69,6 +69,16 @@ class ImageSet(ABC):
         return ten_crop(F.pad(imgs, (p, p, p, p)), shape[1], shape[2])
 
 
+@dataclass
+class ClassifyData:
+    """A train/test pair and its class names (archc.data.classify and archc.data.folder open them)."""
+
+    name: str
+    classes: list[str]
+    train: ImageSet
+    test: ImageSet
+
+
 def ten_crop(imgs: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """The 10 crops of each image (4 corners, centre, and their mirror images), image-major: [B*10,C,h,w]."""
     big_h, big_w = imgs.shape[-2:]

@@ -8,27 +8,17 @@ from __future__ import annotations
 
 import io
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from archc.data.batches import Augment, Batches, ImageSet, pixel_mean
+from archc.data.batches import Augment, Batches, ClassifyData, ImageSet, pixel_mean
+from archc.data.folder import imagefolder
 from archc.errors import DataError
 
 KINDS = ("digits", "cifar10:PATH", "imagefolder:PATH", "synthetic[:N]")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
-
-
-@dataclass
-class ClassifyData:
-    """A train/test pair and its class names."""
-
-    name: str
-    classes: list[str]
-    train: ImageSet
-    test: ImageSet
 
 
 class TensorImageSet(ImageSet):
@@ -200,8 +190,6 @@ def open_classify_data(
     Raises:
         DataError: an unknown kind, unreadable files, or a class count that does not fit the head.
     """
-    from archc.data.folder import imagefolder
-
     kind, _, arg = (spec or "digits").partition(":")
     shape = tuple(int(s) for s in input_shape)
     if kind == "digits" and not arg:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from archc.data.batches import Augment, Draw, ImageSet, ten_crop
+from archc.data.batches import Augment, ClassifyData, Draw, ImageSet, ten_crop
 from archc.errors import DataError
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -123,10 +123,8 @@ def _scan(split_dir: Path, classes: list[str] | None) -> tuple[list[str], list[P
     return found, paths, labels
 
 
-def imagefolder(root: Path):  # noqa: ANN201 - a ClassifyData (imported lazily to avoid a cycle)
+def imagefolder(root: Path) -> ClassifyData:
     """Open ROOT/train and ROOT/val; classes are the sorted subfolder names of train/."""
-    from archc.data.classify import ClassifyData
-
     if not root.is_dir():
         raise DataError(f"image folder root not found: {root}")
     classes, tr_paths, tr_labels = _scan(root / "train", None)

@@ -181,6 +181,19 @@ class DetectTask:
         self.min_size = int(size.split("x")[1]) if size else None
         self.max_size = int(size.split("x")[2]) if size else None
 
+    @classmethod
+    def build_model(cls, cfg: Any, fresh: bool) -> tuple[Graph, Any]:
+        """`build_detector(cfg)`; on a fresh run (no checkpoint resumed) `cfg.init` initialises the backbone."""
+        graph, module = build_detector(cfg)
+        if cfg.init and fresh:
+            init_backbone(module, cfg.init, graph)
+        return graph, module
+
+    @classmethod
+    def from_config(cls, cfg: Any, graph: Graph, recipe: Recipe, info: DistInfo) -> DetectTask:
+        """The task for a TrainConfig `cfg` (its data and seed)."""
+        return cls(graph, cfg.data, recipe, cfg.seed, info)
+
     def checkpoint_meta(self) -> dict[str, Any]:
         """Kept in checkpoints for `archc detect`: the input mean and the class names."""
         return {"data_mean": [round(float(v), 6) for v in self.mean], "class_names": list(self.data.class_names)}

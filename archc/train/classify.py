@@ -76,6 +76,29 @@ class ClassifyTask:
         test_batch = max(1, min(recipe.batch_size, 256) // info.world)
         self.test_batches = Batches(self.data.test, batch_size=test_batch, train=False, **common, **dist)
 
+    @classmethod
+    def build_model(cls, cfg: Any, fresh: bool) -> tuple[Graph, Any]:
+        """Compile `cfg.spec` for training; on a fresh run (no checkpoint resumed) load `cfg.init` into it.
+
+        Args:
+            cfg: a TrainConfig (spec, backend, overrides, init).
+            fresh: no checkpoint is resumed.
+
+        Returns:
+            (the net's graph, its module).
+        """
+        import archc
+
+        b = archc.build(cfg.spec, backend=cfg.backend, mode="train", overrides=cfg.overrides)
+        if cfg.init and fresh:
+            archc.load_weights(b.module, cfg.init, b.graph)
+        return b.graph, b.module
+
+    @classmethod
+    def from_config(cls, cfg: Any, graph: Graph, recipe: Recipe, info: DistInfo) -> ClassifyTask:
+        """The task for a TrainConfig `cfg` (its data, seed and workers)."""
+        return cls(graph, cfg.data, recipe, cfg.seed, info, workers=cfg.workers)
+
     @property
     def epoch_iters(self) -> int:
         """Iterations per pass over the training set."""

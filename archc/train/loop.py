@@ -28,6 +28,7 @@ from archc.train.distributed import DistInfo, all_reduce_sum, barrier, convert_s
 from archc.train.progress import Progress
 from archc.train.recipes import Recipe
 from archc.train.schedule import Schedule
+from archc.train.tasks import task_class
 
 
 def depth(graph: Graph) -> int:
@@ -94,15 +95,7 @@ def _autocast(amp: str | None, device: str) -> Callable[[], Any] | None:
 
 def make_task(cfg: TrainConfig, graph: Graph, recipe: Recipe, info: DistInfo) -> Any:
     """The task object that supplies batches, the loss and evaluation (`select`: the metric for `best`)."""
-    if cfg.task == "detect":
-        from archc.detect.task import DetectTask
-
-        return DetectTask(graph, cfg.data, recipe, cfg.seed, info)
-    if cfg.task != "classify":
-        raise TrainError(f"unknown task {cfg.task!r}", hint="tasks: classify, detect")
-    from archc.train.classify import ClassifyTask
-
-    return ClassifyTask(graph, cfg.data, recipe, cfg.seed, info, workers=cfg.workers)
+    return task_class(cfg.task).from_config(cfg, graph, recipe, info)
 
 
 class TrainingStopped(Exception):  # noqa: N818 - a stop the user asked for, not an error
@@ -211,20 +204,7 @@ class Trainer:
             self._lock = None
 
     def _build(self) -> tuple[Graph, Any]:
-        import archc
-
-        if self.cfg.task == "detect":
-            from archc.detect.task import build_detector, init_backbone
-
-            graph, module = build_detector(self.cfg)
-            if self.cfg.init and self.state is None:
-                init_backbone(module, self.cfg.init, graph)
-            return graph, module
-        kwargs: dict[str, Any] = {"backend": self.cfg.backend, "mode": "train", "overrides": self.cfg.overrides}
-        b = archc.build(self.cfg.spec, **kwargs)
-        if self.cfg.init and self.state is None:
-            archc.load_weights(b.module, self.cfg.init, b.graph)
-        return b.graph, b.module
+        return task_class(self.cfg.task).build_model(self.cfg, fresh=self.state is None)
 
     def _new_run_dir(self) -> Path:
         from archc.train.runs import new_run_dir

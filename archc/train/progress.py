@@ -78,7 +78,7 @@ class Progress:
         clock: Callable[[], float] = time.monotonic,
         heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
-        from archc.cli import make_console
+        from archc.console import make_console
 
         self.enabled = enabled
         self.total = total
