@@ -80,3 +80,10 @@ def test_preact_resnet164_equals_the_reference_in_float64() -> None:
 
 def test_preact_resnet164_eval_pipeline_matches_the_unoptimised_net() -> None:
     check.eval_pipeline_matches(R164, (3, 16, 16))
+
+
+@pytest.mark.slow
+def test_preact_resnet1001_eval_pipeline_matches_the_unoptimised_net() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ArchcWarning)
+        check.eval_pipeline_matches(R1001, (3, 8, 8), batch=1)
