@@ -227,6 +227,14 @@ CONV_ATTRS = {
 }
 
 
+LINEAR_ATTRS = {"out": ("pos_int", REQUIRED), "bias": ("bool", True)}
+
+
+def _linear_params(a: Attrs, ins: list[Shape], out: Shape) -> int:
+    """nn.Linear's weight (out x in features or channels) and bias."""
+    return ins[0][0] * a["out"] + (a["out"] if a["bias"] else 0)
+
+
 def _bn_params(a: Attrs, ins: list[Shape], out: Shape) -> int:
     return 2 * ins[0][0]
 
@@ -321,10 +329,10 @@ register(
     OpSpec(
         name="linear",
         arity=1,
-        attrs={"out": ("pos_int", REQUIRED), "bias": ("bool", True)},
+        attrs=LINEAR_ATTRS,
         positional=("out",),
         shape=_linear_infer,
-        params=lambda a, i, o: i[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
+        params=_linear_params,
         macs=lambda a, i, o: i[0][0] * a["out"],
         label=lambda a: f"fc {a['out']}",
         weighted=True,
@@ -346,10 +354,10 @@ register(
     OpSpec(
         name="channel_linear",
         arity=1,
-        attrs={"out": ("pos_int", REQUIRED), "bias": ("bool", True)},
+        attrs=LINEAR_ATTRS,
         positional=("out",),
         shape=_channel_linear_shape,
-        params=lambda a, i, o: i[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
+        params=_linear_params,
         macs=lambda a, i, o: i[0][0] * a["out"] * o[1] * o[2],
         label=lambda a: f"fc {a['out']} per position",
         weighted=True,

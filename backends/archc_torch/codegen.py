@@ -263,8 +263,7 @@ class Lowering(ActLowering, TensorLowering, NormLowering, RandomLowering, Resamp
 
     def channel_linear(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         # nn.Linear acts on the last dimension: channels last for it, then back
-        bias = "" if n.attrs["bias"] else ", bias=False"
-        ctor = f"nn.Linear({self._in(n)[0]}, {n.attrs['out']}{bias})"
+        ctor, _ = self.linear(n, ins)
         return ctor, f"{{m}}({ins[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"
 
     def flatten(self, n: Node, ins: list[str]) -> tuple[str | None, str]:

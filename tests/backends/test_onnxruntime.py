@@ -7,6 +7,8 @@ import runpy
 from pathlib import Path
 
 import numpy as np
+import onnx  # noqa: F401  (test dependencies: a missing one must fail, not skip)
+import onnxruntime  # noqa: F401
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,9 +18,6 @@ from archc.backend import available, get_backend
 from archc.bench.reference import randomise
 from archc.cli import main
 from archc.errors import BackendError
-
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter
 ROOT = Path(__file__).resolve().parents[2]

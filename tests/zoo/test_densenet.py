@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tests.backends.test_torch_equivalence import _one_thread  # noqa: F401  (autouse: one thread)
 from tests.zoo import spec_checks as check
 from tests.zoo.reference_densenet import DenseNet
 

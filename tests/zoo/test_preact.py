@@ -23,7 +23,6 @@ import pytest
 
 from archc.api import build
 from archc.errors import ArchcWarning
-from tests.backends.test_torch_equivalence import _one_thread  # noqa: F401  (autouse: one thread)
 from tests.zoo import spec_checks as check
 from tests.zoo.reference_preact import PreActResNet
 

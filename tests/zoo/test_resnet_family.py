@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from archc.api import build
-from tests.backends.test_torch_equivalence import _one_thread  # noqa: F401  (autouse: one thread)
 from tests.zoo import reference_resnet_family as ref
 from tests.zoo import spec_checks as check
 
