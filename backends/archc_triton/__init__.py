@@ -1,14 +1,15 @@
-"""The triton backend: Triton kernels for fused BN(+add)+ReLU (train) and conv epilogues (eval).
+"""The triton backend: Triton kernels for fused BN(+add)+activation (train) and conv epilogues (eval).
 
 Everything the kernels do not cover lowers exactly as in the torch backend; only
 `bn_act` and `fused_conv` nodes become Triton-backed modules, which keep the
 parameter and buffer names of nn.BatchNorm2d / nn.Conv2d so checkpoints move
 freely between backends. A `bn_act` without residual whose only reader is a conv runs
-together with that conv as the BN-ReLU-conv unit (`bn_relu_conv`), which keeps the BN
-input instead of the activation for backward (archc_triton.bn_act_conv). The kernels' epilogue
-is ReLU: a `bn_act` with another activation lowers to the torch form (nn.BatchNorm2d and the
-activation's expression), a `fused_conv` with one to FusedConv with no activation followed by
-the activation's torch expression.
+together with that conv as the BN-act-conv unit (`bn_act_conv_unit`), which keeps the BN
+input instead of the activation for backward (archc_triton.bn_act_conv). The kernels apply
+every activation of archc.ir.activations' table (archc_triton.act_kernels.KERNEL_ACTS, in
+the BN and the conv epilogue kernels alike); an activation outside that list (one added to
+the table later) lowers to the torch form: nn.BatchNorm2d and the activation's expression
+for a `bn_act`, FusedConv with no activation followed by the expression for a `fused_conv`.
 """
 
 from __future__ import annotations
@@ -18,20 +19,45 @@ from typing import Any
 
 from archc.errors import BackendError
 from archc.ir import Graph, Node
+from archc.ir.activations import torch_kwargs
+from archc.ir.fused import epilogue_act
+from archc.ir.registry import OpProblem
 from archc_torch import Lowering, check_names, generate, instantiate
 from archc_torch.codegen import _attr, epilogue_expr
 
-# the epilogues the kernels apply (archc_triton.conv.ACTS, BNAct's ReLU); another activation of a
-# fused op is the torch backend's form of that node
-_KERNEL_ACTS = ("none", "relu")
+# the epilogues the kernels apply: archc_triton.act_kernels.KERNEL_ACTS, spelt out here because
+# importing that module imports triton, and `import archc_triton` (the plugin) must stay light;
+# tests/backends/test_triton_bn_act.py checks the two lists are the same
+KERNEL_ACTS = (
+    "none", "relu", "relu6", "sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh", "leaky_relu",
+)  # fmt: skip
 
 __version__ = "0.1.0"
-__all__ = ["TritonBackend", "TritonLowering", "BNAct", "FusedConv", "bn_relu_conv"]
+__all__ = ["TritonBackend", "TritonLowering", "BNAct", "FusedConv", "bn_act_conv_unit"]
 
 
 def _pair(v: Any) -> str:
     a, b = v
     return str(a) if a == b else f"({a}, {b})"
+
+
+def act_args(n: Node) -> str:
+    """The constructor keywords of a fused node's activation: ", act='leaky_relu', negative_slope=0.2".
+
+    Raises:
+        BackendError: an act_<attr> value the activation table refuses (a graph changed after the passes).
+    """
+    act, attrs = epilogue_act(n.attrs)
+    if act == "none":
+        return ", act='none'"
+    try:
+        keywords = torch_kwargs(act, attrs)
+    except (KeyError, OpProblem) as e:
+        raise BackendError(
+            f"layer '{n.name}' has activation {act!r:.40} with {attrs!r:.60}, which the activation table refuses",
+            hint="this graph was not made by the archc passes",
+        ) from e
+    return f", act={act!r}" + "".join(f", {k}={v!r}" for k, v in keywords.items())
 
 
 class TritonLowering(Lowering):
@@ -41,19 +67,24 @@ class TritonLowering(Lowering):
 
     def bn_act(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         a = n.attrs
-        if a["act"] != "relu":
-            return super().bn_act(n, ins)  # BNAct's kernels apply ReLU only: the torch form
+        if a["act"] not in KERNEL_ACTS:
+            return super().bn_act(n, ins)  # an activation BNAct's kernels do not apply: the torch form
+        # BNAct's activation defaults to ReLU, so a ReLU net's generated code reads as before
+        act = "" if a["act"] == "relu" else act_args(n)
         ctor = (
             f"archc_triton.BNAct({self._in(n)[0]}, eps={a['eps']!r}, momentum={a['momentum']!r}, "
-            f"track_running_stats={a['track_running_stats']}, residual={a['residual']})"
+            f"track_running_stats={a['track_running_stats']}, residual={a['residual']}{act})"
         )
         if self.recompute_unit(n):
-            return ctor, ins[0]  # its value is the BN input; the conv reading it normalises (bn_relu_conv)
+            return ctor, ins[0]  # its value is the BN input; the conv reading it normalises (bn_act_conv_unit)
         return ctor, f"{{m}}({', '.join(ins)})"
 
     def recompute_unit(self, n: Node) -> bool:
-        """Whether `n` is a bn_act that runs inside its reader conv: no residual, ReLU, one conv reads it."""
-        if n.op != "bn_act" or n.attrs["residual"] or n.attrs["act"] != "relu" or n.name in self.graph.outputs:
+        """Whether `n` is a bn_act that runs inside its reader conv: no residual, a kernel activation,
+        one conv reads it."""
+        if n.op != "bn_act" or n.attrs["residual"] or n.attrs["act"] not in KERNEL_ACTS:
+            return False
+        if n.name in self.graph.outputs:
             return False
         users = set(self.graph.users(n.name))
         return len(users) == 1 and self.graph.node(users.pop()).op == "conv"
@@ -66,19 +97,20 @@ class TritonLowering(Lowering):
         bn = "self"
         for part in src.name.split("."):
             bn = _attr(bn, part)
-        return ctor, f"archc_triton.bn_relu_conv({ins[0]}, {bn}, {{m}})"
+        return ctor, f"archc_triton.bn_act_conv_unit({ins[0]}, {bn}, {{m}})"
 
     def fused_conv(self, n: Node, ins: list[str]) -> tuple[str | None, str]:
         a = n.attrs
-        act = a["act"] if a["act"] in _KERNEL_ACTS else "none"
+        covered = a["act"] in KERNEL_ACTS
+        act = act_args(n) if covered else ", act='none'"
         ctor = (
             f"archc_triton.FusedConv({self._in(n)[0]}, {a['out']}, {_pair(a['kernel'])}, "
             f"stride={_pair(a['stride'])}, padding={_pair(a['padding'])}, dilation={_pair(a['dilation'])}, "
-            f"groups={a['groups']}, act={act!r}, residual={a['residual']})"
+            f"groups={a['groups']}{act}, residual={a['residual']})"
         )
         expr = f"{{m}}({', '.join(ins)})"
-        # the kernels' epilogue is ReLU or nothing; any other activation is the table's torch expression
-        return ctor, expr if act == a["act"] else epilogue_expr(n, expr)
+        # an activation the kernels do not apply is the table's torch expression on the output
+        return ctor, expr if covered else epilogue_expr(n, expr)
 
 
 def require_device() -> None:
@@ -144,10 +176,10 @@ def __getattr__(name: str) -> Any:
         from archc_triton.bn_act import BNAct
 
         return BNAct
-    if name == "bn_relu_conv":
-        from archc_triton.bn_act_conv import bn_relu_conv
+    if name == "bn_act_conv_unit":
+        from archc_triton.bn_act_conv import bn_act_conv_unit
 
-        return bn_relu_conv
+        return bn_act_conv_unit
     if name == "FusedConv":
         from archc_triton.conv import FusedConv
 

@@ -1,12 +1,15 @@
-"""BNAct: BatchNorm2d(+residual add)+ReLU in Triton kernels, a drop-in for the `bn_act` IR op.
+"""BNAct: BatchNorm2d(+residual add)+activation in Triton kernels, a drop-in for the `bn_act` IR op.
 
-The module keeps nn.BatchNorm2d's parameters and buffers under the same names,
-shapes and dtypes, so a state_dict moves freely between the torch and triton
-backends. The autograd graph keeps only the BN input x plus per-channel statistics
-(and, with a residual, the output y, which the next conv keeps anyway): the backward
-recomputes x_hat, and the pre-activation z = gamma*x_hat + beta for the ReLU mask, or
-with a residual takes the mask from y > 0, instead of storing the normalised activation
-or the residual. Inputs in a dtype
+The activation is any of archc_triton.act_kernels (the whole family of
+archc.ir.activations' table, and "none"). The module keeps nn.BatchNorm2d's parameters
+and buffers under the same names, shapes and dtypes, so a state_dict moves freely between
+the torch and triton backends. The autograd graph keeps only the BN input x plus
+per-channel statistics (and, with a residual, one more map): the backward recomputes
+x_hat and the pre-activation z = gamma*x_hat + beta [+ r], and takes the activation's
+derivative at z, instead of storing the normalised activation. With a residual, ReLU (and
+no activation) keep the output y, which the next conv keeps anyway, and take z > 0 from
+y > 0; every other activation's derivative needs z itself, so they keep the residual r
+and recompute z from x and r. Inputs in a dtype
 the kernels do not cover (float64) run the same autograd Function on bn_torch, the
 kernels' torch twin, and are counted as such in `dispatch_counts()`.
 """
@@ -21,6 +24,7 @@ from torch.autograd.function import once_differentiable
 
 from archc.errors import BackendError
 from archc_triton import bn_kernels, bn_torch
+from archc_triton.act_kernels import KernelAct, kernel_act
 from archc_triton.dispatch import KERNEL_DTYPES, Dispatch, interpreted_device_ok
 
 
@@ -62,7 +66,7 @@ def kernel_ops(x: torch.Tensor) -> tuple[Any, str | None]:
 
 
 class _BNActFunction(torch.autograd.Function):
-    """relu(bn(x) [+ r]) with a backward that recomputes what it needs from x (and r)."""
+    """act(bn(x) [+ r]) with a backward that recomputes what it needs from x (and r or y)."""
 
     @staticmethod
     def forward(
@@ -78,33 +82,38 @@ class _BNActFunction(torch.autograd.Function):
         factor: float,
         eps: float,
         ops: Any,
+        act: KernelAct,
     ) -> torch.Tensor:
         xr = _rows(x)
         rr = None if residual is None else _rows(residual)
         mean, stat = statistics(ops, xr, running_mean, running_var, batch_stats, update, factor, eps)
-        y = _nchw(ops.forward(xr, rr, mean, stat, weight, bias, eps, from_var=not batch_stats), x)
+        y = _nchw(ops.forward(xr, rr, mean, stat, weight, bias, eps, from_var=not batch_stats, act=act), x)
+        # y stands in for z in the backward only where the derivative depends on z > 0 alone
+        y_mask = residual is not None and act.output_gives_grad
         if any(ctx.needs_input_grad[:4]):
             if not batch_stats:
                 # a later train step updates the buffers in place; keep this step's values
                 mean, stat = mean.clone(), stat.clone()
-            # With a residual, keep the output instead of it: the ReLU mask is y > 0, and y is
-            # kept anyway by what reads it next (the next conv), so nothing extra stays alive;
+            # With a residual and ReLU, keep the output instead of it: the mask is y > 0, and y
+            # is kept anyway by what reads it next (the next conv), so nothing extra stays alive;
             # the residual (a projection shortcut's BN output) would be.
-            ctx.save_for_backward(x, None if residual is None else y, weight, bias, mean, stat)
+            ctx.save_for_backward(x, y if y_mask else residual, weight, bias, mean, stat)
         ctx.batch_stats = batch_stats
         ctx.eps = eps
         ctx.ops = ops
+        ctx.act = act
+        ctx.y_mask = y_mask
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, y, weight, bias, mean, stat = ctx.saved_tensors
+        x, r_or_y, weight, bias, mean, stat = ctx.saved_tensors
         need_x, need_r, need_w, need_b = ctx.needs_input_grad[:4]
         dyr = _rows(dy.contiguous(memory_format=torch.channels_last))
         dx, dr, dw, db = ctx.ops.backward(
             _rows(x),
-            None if y is None else _rows(y),
+            None if r_or_y is None else _rows(r_or_y),
             dyr,
             mean,
             stat,
@@ -114,7 +123,8 @@ class _BNActFunction(torch.autograd.Function):
             from_var=not ctx.batch_stats,
             batch_stats=ctx.batch_stats,
             need=(need_x, need_r, need_w or need_b),
-            y_mask=True,
+            act=ctx.act,
+            y_mask=ctx.y_mask,
         )
         return (
             None if dx is None else _nchw(dx, x),
@@ -128,11 +138,12 @@ class _BNActFunction(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
 class BNAct(nn.Module):
-    """relu(BatchNorm2d(x) [+ residual]) in Triton kernels, with nn.BatchNorm2d's parameters and buffers.
+    """act(BatchNorm2d(x) [+ residual]) in Triton kernels, with nn.BatchNorm2d's parameters and buffers.
 
     Inputs may be NCHW or channels_last (NCHW inputs are converted once); the output is
     channels_last in the input's dtype. Parameters and statistics stay float32 and all
@@ -143,9 +154,15 @@ class BNAct(nn.Module):
         eps: added to the variance.
         momentum: the running statistics' update factor; None for a cumulative average.
         track_running_stats: keep running_mean/var/num_batches_tracked and use them in eval.
-        residual: the forward takes a second tensor added before the ReLU.
+        residual: the forward takes a second tensor added before the activation.
+        act: the activation, "none" or one of archc_triton.act_kernels.KERNEL_ACTS.
+        negative_slope: leaky_relu's slope (as F.leaky_relu; only with act="leaky_relu").
+        approximate: gelu's form, "none" or "tanh" (as F.gelu; only with act="gelu").
         device: where the parameters and buffers live.
         dtype: their dtype (float32 by default).
+
+    Raises:
+        ValueError: an activation the kernels do not apply, or a keyword it does not take.
     """
 
     _version = 2  # nn.BatchNorm2d's state_dict version: num_batches_tracked is saved
@@ -157,10 +174,15 @@ class BNAct(nn.Module):
         momentum: float | None = 0.1,
         track_running_stats: bool = True,
         residual: bool = False,
+        act: str = "relu",
+        negative_slope: float = 0.01,
+        approximate: str = "none",
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         super().__init__()
+        self.kernel_act = kernel_act(act, negative_slope, approximate)
+        self.act = act
         kw = {"device": device, "dtype": dtype}
         self.num_features = num_features
         self.eps = eps
@@ -198,10 +220,13 @@ class BNAct(nn.Module):
         nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:
-        return (
+        text = (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine=True, "
             f"track_running_stats={self.track_running_stats}, residual={self.residual}"
         )
+        if self.act == "relu":
+            return text
+        return text + "".join(f", {k}={v!r}" for k, v in {"act": self.act, **self.kernel_act.keywords()}.items())
 
     def dispatch_counts(self) -> dict[str, int]:
         """Calls so far: {"kernel": n}, and {"dtype float64": n} for inputs the kernels do not cover
@@ -248,7 +273,7 @@ class BNAct(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """relu(bn(x) [+ residual]).
+        """act(bn(x) [+ residual]).
 
         Args:
             x: an N x C x H x W tensor on a CUDA device (or on the CPU under TRITON_INTERPRET=1).
@@ -282,6 +307,7 @@ class BNAct(nn.Module):
             factor,
             self.eps,
             ops,
+            self.kernel_act,
         )
 
     def prepare(
@@ -289,8 +315,8 @@ class BNAct(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, bool, bool, float] | None:
         """Check one call's inputs and count the batch: what a forward needs, or None for an empty x.
 
-        Shared with the BN-ReLU-conv unit (archc_triton.bn_act_conv), which normalises with
-        this module's parameters and statistics.
+        Shared with the BN-act-conv unit (archc_triton.bn_act_conv), which normalises with
+        this module's parameters, statistics and activation.
 
         Returns:
             (x and the residual as channels_last, batch_stats, update, factor): normalise with

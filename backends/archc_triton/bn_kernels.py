@@ -1,4 +1,4 @@
-"""Triton kernels for fused BatchNorm(+residual add)+ReLU on channels_last rows.
+"""Triton kernels for fused BatchNorm(+residual add)+activation on channels_last rows.
 
 Every kernel sees the feature map as a row-major [M, C] matrix (M = N*H*W, the
 NHWC memory of a channels_last tensor), tiled in [BLOCK_M, BLOCK_C] blocks with
@@ -9,14 +9,16 @@ C the contiguous axis, and computes in float32 whatever the storage dtype.
                           tiles with Chan's formula (no E[x^2] - E[x]^2 cancellation)
     finalize_kernel       grid (C blocks,): merges the S splits, writes mean and
                           invstd, updates the running statistics in place
-    forward_kernel        grid (M blocks, C blocks): y = relu((x - mean) * scale + beta [+ r])
+    forward_kernel        grid (M blocks, C blocks): y = act((x - mean) * scale + beta [+ r])
     backward_sums_kernel  grid (C blocks, S splits): per-split sum(dz), sum(dz*x_hat)
     backward_kernel       grid (M blocks, C blocks): dx (and d_residual = dz)
 
 The pre-activation z is recomputed in the backward kernels from x (and r) with the
-same expression as the forward, so the ReLU mask matches the forward exactly and
-nothing of size M*C but x (and r) needs to be kept. The kernels share that code through
-the small jit helpers below (Triton inlines them), so the three cannot drift apart.
+same expression as the forward, so the activation's derivative is taken at exactly the
+forward's z and nothing of size M*C but x (and r) needs to be kept. The kernels share that
+code through the small jit helpers below (Triton inlines them), so the three cannot drift
+apart. The activation is any of archc_triton.act_kernels (a constexpr ACT code and a
+runtime slope), the same helpers the conv epilogue kernels apply.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from archc_triton.act_kernels import KernelAct, act, act_grad, kernel_act
+
+RELU = kernel_act("relu")
 
 # Tiles hold at most this many elements: enough work per program on a GPU, and few
 # enough registers per thread at num_warps=4.
@@ -74,12 +80,12 @@ def _affine(mean_ptr, stat_ptr, w_ptr, b_ptr, cols, cmask, eps, FROM_VAR: tl.con
 def _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES: tl.constexpr, Y_MASK: tl.constexpr):
     """(x, z): the tile of x and the pre-activation z = (x - mean) * scale + beta [+ r].
 
-    The one expression for z, in the forward and both backward kernels, so the ReLU
-    mask of the backward matches the forward exactly. x - mean before scaling:
+    The one expression for z, in the forward and both backward kernels, so the backward
+    takes the activation's derivative at exactly the forward's z. x - mean before scaling:
     x*scale + (beta - mean*scale) cancels badly when |mean| >> std.
-    With Y_MASK (backward only, with a residual), r_ptr holds the forward's output
-    y = relu(z) instead of the residual, and z is y: the backward kernels use z only for
-    its sign, and y > 0 exactly where z > 0.
+    With Y_MASK (backward only, with a residual, for "none" and relu), r_ptr holds the
+    forward's output y = act(z) instead of the residual, and z is y: those derivatives
+    depend on z only through z > 0, and y > 0 exactly where z > 0.
     """
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     z = (x - mean[None, :]) * scale[None, :] + beta[None, :]
@@ -221,16 +227,18 @@ def forward_kernel(
     M,
     C,
     eps,
+    slope,
     FROM_VAR: tl.constexpr,
     HAS_RES: tl.constexpr,
+    ACT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """y = relu((x - mean) * gamma * invstd + beta [+ r]) for one [BLOCK_M, BLOCK_C] tile."""
+    """y = act((x - mean) * gamma * invstd + beta [+ r]) for one [BLOCK_M, BLOCK_C] tile."""
     _, _, mask, offs, _, _, _, _, z = _elementwise_tile(
         x_ptr, r_ptr, mean_ptr, stat_ptr, w_ptr, b_ptr, M, C, eps, FROM_VAR, HAS_RES, False, BLOCK_M, BLOCK_C
     )
-    y = tl.maximum(z, 0.0)
+    y = act(z, slope, ACT)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -248,13 +256,15 @@ def backward_sums_kernel(
     C,
     eps,
     tiles_per_prog,
+    slope,
     FROM_VAR: tl.constexpr,
     HAS_RES: tl.constexpr,
     Y_MASK: tl.constexpr,
+    ACT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """Per-split sum(dz) and sum(dz * x_hat) ([2, S, C]), dz = dy * (z > 0)."""
+    """Per-split sum(dz) and sum(dz * x_hat) ([2, S, C]), dz = dy * act'(z)."""
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
     n_splits = tl.num_programs(1)
@@ -268,7 +278,7 @@ def backward_sums_kernel(
         mask, offs = _tile(rows, cols, cmask, M, C)
         x, z = _preact(x_ptr, r_ptr, offs, mask, mean, scale, beta, HAS_RES, Y_MASK)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        dz = tl.where(z > 0.0, dy, 0.0)  # masked lanes load dy = 0
+        dz = act_grad(z, dy, slope, ACT)  # masked lanes load dy = 0: dz = 0
         x_hat = (x - mean[None, :]) * invstd[None, :]
         sum_dz += tl.sum(dz, axis=0)
         sum_dzx += tl.sum(dz * x_hat, axis=0)
@@ -293,9 +303,11 @@ def backward_kernel(
     C,
     eps,
     inv_m,
+    slope,
     FROM_VAR: tl.constexpr,
     HAS_RES: tl.constexpr,
     Y_MASK: tl.constexpr,
+    ACT: tl.constexpr,
     BATCH_STATS: tl.constexpr,
     WRITE_DX: tl.constexpr,
     WRITE_DR: tl.constexpr,
@@ -307,7 +319,7 @@ def backward_kernel(
         x_ptr, r_ptr, mean_ptr, stat_ptr, w_ptr, b_ptr, M, C, eps, FROM_VAR, HAS_RES, Y_MASK, BLOCK_M, BLOCK_C
     )
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    dz = tl.where(z > 0.0, dy, 0.0)
+    dz = act_grad(z, dy, slope, ACT)
     if WRITE_DR:
         tl.store(dr_ptr + offs, dz.to(dr_ptr.dtype.element_ty), mask=mask)
     if WRITE_DX:
@@ -398,8 +410,9 @@ def forward(
     bias: torch.Tensor,
     eps: float,
     from_var: bool,
+    act: KernelAct = RELU,
 ) -> torch.Tensor:
-    """y = relu(gamma * (x - mean) * invstd + beta [+ residual]) on [M, C] rows.
+    """y = act(gamma * (x - mean) * invstd + beta [+ residual]) on [M, C] rows.
 
     Args:
         x: a contiguous [M, C] matrix.
@@ -410,6 +423,7 @@ def forward(
         bias: beta (C elements).
         eps: added to the variance when `from_var`.
         from_var: stat is a variance (eval: the running statistics) rather than invstd.
+        act: the activation (archc_triton.act_kernels.kernel_act).
 
     Returns:
         y, a new [M, C] matrix of x's dtype.
@@ -420,8 +434,8 @@ def forward(
     grid = (triton.cdiv(M, bm), triton.cdiv(C, bc))
     r = x if residual is None else residual  # never read without HAS_RES
     forward_kernel[grid](
-        x, r, y, mean, stat, weight, bias, M, C, eps,
-        FROM_VAR=from_var, HAS_RES=residual is not None, BLOCK_M=bm, BLOCK_C=bc,
+        x, r, y, mean, stat, weight, bias, M, C, eps, act.slope,
+        FROM_VAR=from_var, HAS_RES=residual is not None, ACT=act.code, BLOCK_M=bm, BLOCK_C=bc,
     )  # fmt: skip
     return y
 
@@ -439,6 +453,7 @@ def backward(
     batch_stats: bool,
     need: tuple[bool, bool, bool],
     *,
+    act: KernelAct = RELU,
     y_mask: bool = False,
     block_m: int | None = None,
     max_splits: int | None = None,
@@ -447,18 +462,21 @@ def backward(
 
     Args:
         x, residual, mean, stat, weight, bias, eps, from_var: as given to `forward`; with
-            `y_mask`, `residual` is forward's output y instead (the ReLU mask is y > 0).
+            `y_mask`, `residual` is forward's output y instead.
         dy: the output gradient, a contiguous [M, C] matrix.
         batch_stats: mean/stat are this batch's statistics (their gradient flows into dx).
         need: whether to compute dx, d_residual, and (dgamma, dbeta).
-        y_mask: take the ReLU mask from the output y passed as `residual` (a residual's
-            backward then needs neither the residual nor anything recomputed from it).
+        act: the activation, as given to `forward`.
+        y_mask: take z > 0 from the output y passed as `residual`, for an activation whose
+            `output_gives_grad` ("none", relu): a residual's backward then needs neither the
+            residual nor anything recomputed from it.
         block_m, max_splits: as for `batch_stats`, for tests.
 
     Returns:
         (dx, d_residual, dgamma, dbeta), None where not needed; dgamma/dbeta in float32.
     """
     need_dx, need_dr, need_affine = need
+    assert not y_mask or act.output_gives_grad, act
     M, C = x.shape
     bm, bc = blocks(M, C)
     bm = block_m or bm
@@ -470,8 +488,8 @@ def backward(
         s, per_prog = _splits(M, C, bm, bc, max_splits)
         part = torch.empty((2, s, C), dtype=torch.float32, device=x.device)
         backward_sums_kernel[(c_blocks, s)](
-            x, r, dy, mean, stat, weight, bias, part, M, C, eps, per_prog,
-            FROM_VAR=from_var, HAS_RES=has_res, Y_MASK=y_mask, BLOCK_M=bm, BLOCK_C=bc,
+            x, r, dy, mean, stat, weight, bias, part, M, C, eps, per_prog, act.slope,
+            FROM_VAR=from_var, HAS_RES=has_res, Y_MASK=y_mask, ACT=act.code, BLOCK_M=bm, BLOCK_C=bc,
         )  # fmt: skip
         # [2, S, C] -> [2, C]: a fixed-order sum over the splits keeps results deterministic
         sums = part.sum(dim=1)
@@ -482,8 +500,8 @@ def backward(
         backward_kernel[grid](
             x, r, dy, mean, stat, weight, bias, sums if sums is not None else mean,
             dx if dx is not None else x, dr if dr is not None else x,
-            M, C, eps, 1.0 / M,
-            FROM_VAR=from_var, HAS_RES=has_res, Y_MASK=y_mask, BATCH_STATS=batch_stats,
+            M, C, eps, 1.0 / M, act.slope,
+            FROM_VAR=from_var, HAS_RES=has_res, Y_MASK=y_mask, ACT=act.code, BATCH_STATS=batch_stats,
             WRITE_DX=need_dx, WRITE_DR=need_dr, BLOCK_M=bm, BLOCK_C=bc,
         )  # fmt: skip
     if not need_affine or sums is None:

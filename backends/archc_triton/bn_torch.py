@@ -5,12 +5,18 @@ cover (float64: gradient checks, exact comparisons) BNAct and the BN-ReLU-conv u
 these functions instead, with the same arguments and the same saved tensors, so the
 autograd Functions around them are one code path and their float64 runs check that
 path's structure (what is saved, what is recomputed) to rounding error.
-Everything is computed in x's dtype.
+Everything is computed in x's dtype. The activation is the table's torch form
+(KernelAct.torch), and its derivative in the backward is torch's own autograd of that form
+at the recomputed pre-activation.
 """
 
 from __future__ import annotations
 
 import torch
+
+from archc_triton.act_kernels import KernelAct, kernel_act
+
+RELU = kernel_act("relu")
 
 
 def batch_stats(
@@ -60,13 +66,24 @@ def forward(
     bias: torch.Tensor,
     eps: float,
     from_var: bool,
+    act: KernelAct = RELU,
 ) -> torch.Tensor:
-    """y = relu(gamma * (x - mean) * invstd + beta [+ residual]), as bn_kernels.forward."""
+    """y = act(gamma * (x - mean) * invstd + beta [+ residual]), as bn_kernels.forward."""
     _, scale, beta = _scale_shift(x, stat, weight, bias, eps, from_var)
     z = (x - mean.to(x.dtype)) * scale + beta
     if residual is not None:
         z = z + residual
-    return torch.relu(z)
+    return act.torch(z)
+
+
+def act_grad(act: KernelAct, z: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """dy * act'(z), by torch's autograd of the activation's torch form (its own break-point conventions)."""
+    if act.name == "none":
+        return dy
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_()
+        (dz,) = torch.autograd.grad(act.torch(zz), zz, dy)
+    return dz
 
 
 def backward(
@@ -82,11 +99,12 @@ def backward(
     batch_stats: bool,
     need: tuple[bool, bool, bool],
     *,
+    act: KernelAct = RELU,
     y_mask: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of `forward`, recomputing the pre-activation from x (and the residual), as bn_kernels.backward.
 
-    With `y_mask`, `residual` is forward's output y and the ReLU mask is y > 0.
+    With `y_mask` ("none" and relu only), `residual` is forward's output y, which stands in for z.
 
     Returns:
         (dx, d_residual, dgamma, dbeta), None where `need` does not ask for them.
@@ -97,7 +115,7 @@ def backward(
     z = x_hat * weight.to(x.dtype) + beta
     if residual is not None:
         z = residual if y_mask else z + residual
-    dz = torch.where(z > 0, dy.to(x.dtype), 0.0)
+    dz = act_grad(act, z, dy.to(x.dtype))
     sum_dz = dz.sum(dim=0)
     sum_dzx = (dz * x_hat).sum(dim=0)
     dx = None

@@ -1,19 +1,20 @@
 """FusedConv: the eval-mode `fused_conv` op, y = act(conv(x, W) + b [+ r]), with Triton kernels.
 
 BN is folded into W and b when weights are loaded (archc.weights.fold_state_dict), so at
-run time a fused_conv is a biased conv followed by an optional residual add and ReLU.
+run time a fused_conv is a biased conv followed by an optional residual add and an
+activation, any of archc_triton.act_kernels (the family of archc.ir.activations' table).
 Activations are channels_last throughout: an NCHW input is converted once on entry, and
 the output is channels_last.
 
 Two paths:
 
 * 1x1 convs (no padding, groups 1, any stride) are one Triton GEMM over the channels_last
-  activations, [N*OH*OW, Cin] @ [Cin, Cout], with bias, residual and ReLU applied to the
+  activations, [N*OH*OW, Cin] @ [Cin, Cout], with bias, residual and activation applied to the
   fp32 accumulator before the single store. A strided 1x1 conv (the projection shortcut)
   reads the subsampled pixels through strides inside the kernel, so nothing is copied.
 * every other conv (3x3, 7x7, grouped, dilated) runs as cuDNN/ATen F.conv2d without bias,
   followed by ONE Triton epilogue kernel that adds the bias and the residual and applies
-  ReLU in place over the channels_last output.
+  the activation in place over the channels_last output.
 
 For 3x3 convs the design question was implicit GEMM in Triton against cuDNN plus the
 epilogue, to be decided by measurement on a GPU. That measurement has not been made yet:
@@ -21,12 +22,12 @@ this code was written and tested on a machine without a GPU (the kernels ran in 
 CPU interpreter, which says nothing about speed). cuDNN + epilogue is the default because
 cuDNN's 3x3 kernels (Winograd, implicit GEMM with tuned tiles per architecture) are strong
 and hard to beat from Triton, while the epilogue already removes what the plain torch
-lowering pays beyond the conv: the separate bias, add and ReLU passes over the output.
+lowering pays beyond the conv: the separate bias, add and activation passes over the output.
 The GEMM and epilogue block sizes below are likewise reasonable defaults, not tuned.
 
 Autograd: the Triton paths are inference-only. When autograd would record the call
 (grad mode on and x, the residual or a parameter requires grad), forward runs the plain
-torch expression F.conv2d(x, W, b) (+ r) (-> relu) instead, so training through a
+torch expression F.conv2d(x, W, b) (+ r) (-> act) instead, so training through a
 FusedConv is correct, only not fused. Use torch.inference_mode() or torch.no_grad() to
 get the kernels. The torch expression is also used for inputs the kernels do not cover
 (dtypes other than float32/bfloat16/float16, unbatched 3D input, CPU tensors outside the
@@ -52,9 +53,10 @@ import triton
 from torch import nn
 
 from archc_triton import conv_kernels as K
+from archc_triton.act_kernels import KERNEL_ACTS, KernelAct, kernel_act
 from archc_triton.dispatch import KERNEL_DTYPES, CastCache, Dispatch, compute_dtype, tf32_enabled
 
-ACTS = ("relu", "none")
+ACTS = KERNEL_ACTS
 
 
 def _pow2_clamp(n: int, lo: int, hi: int) -> int:
@@ -84,7 +86,7 @@ def gemm_config(m: int, n: int, k: int, dtype: torch.dtype) -> dict[str, int]:
 
 
 def epilogue_config(m: int, c: int) -> dict[str, int]:
-    """Tile sizes of the in-place bias/residual/ReLU kernel: ~4096 elements per program.
+    """Tile sizes of the in-place bias/residual/activation kernel: ~4096 elements per program.
 
     Args:
         m: output pixels N*OH*OW.
@@ -115,7 +117,7 @@ def conv1x1(
     bias: torch.Tensor,
     stride: tuple[int, int],
     residual: torch.Tensor | None,
-    relu: bool,
+    act: KernelAct,
 ) -> torch.Tensor:
     """act(conv1x1(x, weight, stride) + bias [+ residual]) as one Triton GEMM.
 
@@ -125,7 +127,7 @@ def conv1x1(
         bias: [Cout].
         stride: the conv stride; the kernel reads every stride-th pixel in place.
         residual: None, or a tensor of the output's shape (made channels_last if it is not).
-        relu: apply ReLU last.
+        act: the activation applied last (archc_triton.act_kernels.kernel_act).
 
     Returns:
         The [N, Cout, OH, OW] output, channels_last, in x's dtype.
@@ -159,8 +161,9 @@ def conv1x1(
             x.stride(1),
             weight.stride(0),
             weight.stride(1),
+            act.slope,
             HAS_RES=r is not None,
-            RELU=relu,
+            ACT=act.code,
             UPCAST=K.INTERPRETED,
             INPUT_PRECISION=_input_precision(x.dtype),
             **cfg,
@@ -168,14 +171,14 @@ def conv1x1(
     return y
 
 
-def bias_act_(y: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor | None, relu: bool) -> torch.Tensor:
+def bias_act_(y: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor | None, act: KernelAct) -> torch.Tensor:
     """In place: y = act(y + bias [+ residual]) with one Triton kernel.
 
     Args:
         y: a channels_last-contiguous [N, C, H, W] tensor (the conv output; overwritten).
         bias: [C].
         residual: None, or a tensor of y's shape (made channels_last if it is not).
-        relu: apply ReLU last.
+        act: the activation applied last.
 
     Returns:
         y.
@@ -190,7 +193,9 @@ def bias_act_(y: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor | None
     cfg = epilogue_config(m, c)
     grid = (triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(c, cfg["BLOCK_C"]))
     with _on_device(y):
-        K.bias_act_kernel[grid](y, bias, y if r is None else r, m, c, HAS_RES=r is not None, RELU=relu, **cfg)
+        K.bias_act_kernel[grid](
+            y, bias, y if r is None else r, m, c, act.slope, HAS_RES=r is not None, ACT=act.code, **cfg
+        )
     return y
 
 
@@ -206,7 +211,7 @@ def _residual(residual: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor | 
 
 
 class FusedConv(nn.Conv2d):
-    """A Conv2d with bias whose forward also adds a residual and applies ReLU, fused in Triton.
+    """A Conv2d with bias whose forward also adds a residual and applies an activation, fused in Triton.
 
     Parameters and state_dict keys are exactly nn.Conv2d(..., bias=True)'s (`weight`,
     `bias`), so checkpoints with BN folded in by archc.weights load unchanged.
@@ -219,13 +224,15 @@ class FusedConv(nn.Conv2d):
         padding: int or pair (zero padding).
         dilation: int or pair.
         groups: channel groups.
-        act: "relu" or "none", applied last.
+        act: "none" or one of archc_triton.act_kernels.KERNEL_ACTS, applied last.
         residual: whether forward takes (and requires) a residual to add before the activation.
+        negative_slope: leaky_relu's slope (as F.leaky_relu; only with act="leaky_relu").
+        approximate: gelu's form, "none" or "tanh" (as F.gelu; only with act="gelu").
         device: where to create the parameters.
         dtype: the parameters' dtype.
 
     Raises:
-        ValueError: an unknown `act`.
+        ValueError: an unknown `act`, or a keyword it does not take.
     """
 
     def __init__(
@@ -239,11 +246,14 @@ class FusedConv(nn.Conv2d):
         groups: int = 1,
         act: str = "none",
         residual: bool = False,
+        negative_slope: float = 0.01,
+        approximate: str = "none",
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         if act not in ACTS:
             raise ValueError(f"FusedConv act must be one of {', '.join(ACTS)}, got {act!r}")
+        kernel = kernel_act(act, negative_slope, approximate)
         super().__init__(
             in_channels,
             out_channels,
@@ -257,13 +267,15 @@ class FusedConv(nn.Conv2d):
             dtype=dtype,
         )
         self.act = act
+        self.kernel_act = kernel
         self.residual = residual
         self._dispatch = Dispatch()
         self._weight_cast = CastCache()
 
     def extra_repr(self) -> str:
         """nn.Conv2d's description plus the activation and whether a residual is added."""
-        return f"{super().extra_repr()}, act={self.act!r}, residual={self.residual}"
+        keywords = "".join(f", {k}={v!r}" for k, v in self.kernel_act.keywords().items())
+        return f"{super().extra_repr()}, act={self.act!r}{keywords}, residual={self.residual}"
 
     @property
     def is_gemm(self) -> bool:
@@ -319,7 +331,7 @@ class FusedConv(nn.Conv2d):
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:
             y = y + residual
-        return torch.relu(y) if self.act == "relu" else y
+        return self.kernel_act.torch(y)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """act(conv(x, W) + b [+ residual]), with the Triton kernels when autograd is not recording.
@@ -346,11 +358,10 @@ class FusedConv(nn.Conv2d):
         dtype = compute_dtype(x)  # autocast's dtype under autocast, else x's (== the weight's)
         x = x.to(dtype).contiguous(memory_format=torch.channels_last)
         weight = self._weight_cast.get(self.weight, dtype)
-        relu = self.act == "relu"
         if self.is_gemm:
-            return conv1x1(x, weight, self.bias, self.stride, residual, relu)
+            return conv1x1(x, weight, self.bias, self.stride, residual, self.kernel_act)
         with torch.autocast(x.device.type, enabled=False):  # the inputs are already in `dtype`
             y = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
         # F.conv2d keeps channels_last for a channels_last input; be sure before writing in place
         y = y.contiguous(memory_format=torch.channels_last)
-        return bias_act_(y, self.bias, residual, relu)
+        return bias_act_(y, self.bias, residual, self.kernel_act)

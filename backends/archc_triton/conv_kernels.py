@@ -10,7 +10,11 @@ decides at decoration time; `INTERPRETED` records which. The kernels call only T
 builtins, not helpers such as tl.cdiv or tl.zeros that are themselves jit functions: those
 were decorated when triton was imported, and the interpreter cannot run them if that import
 came before TRITON_INTERPRET=1 was set. (The module's own jit helper, `_epilogue`, is
-decorated with the kernels, so it is interpreted exactly when they are.)
+decorated with the kernels, and the activation helpers of archc_triton.act_kernels when this
+module imports them, so they are interpreted exactly when the kernels are.)
+
+The epilogue's activation is any of archc_triton.act_kernels: a constexpr ACT code and a
+runtime `slope`, the same helpers the BN kernels apply.
 """
 
 from __future__ import annotations
@@ -19,20 +23,21 @@ import triton
 import triton.language as tl
 from triton import knobs
 
+from archc_triton.act_kernels import act
+
 # read once, at the same moment the decorators below read it
 INTERPRETED: bool = bool(knobs.runtime.interpret)
 
 
 @triton.jit
-def _epilogue(acc, b_ptr, r_ptr, y_ptr, cols, c_mask, offs, mask, HAS_RES: tl.constexpr, RELU: tl.constexpr):
+def _epilogue(acc, b_ptr, r_ptr, y_ptr, cols, c_mask, offs, mask, slope, HAS_RES: tl.constexpr, ACT: tl.constexpr):
     """Store act(acc + b[c] (+ r)) to y: the epilogue of both kernels, in fp32 on acc."""
     # one bias vector per tile instead of a gather per element
     bias = tl.load(b_ptr + cols, mask=c_mask, other=0.0).to(tl.float32)
     acc = acc + bias[None, :]
     if HAS_RES:
         acc = acc + tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
+    acc = act(acc, slope, ACT)
     tl.store(y_ptr + offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -54,8 +59,9 @@ def conv1x1_gemm_kernel(
     stride_xc,
     stride_wn,
     stride_wk,
+    slope,
     HAS_RES: tl.constexpr,
-    RELU: tl.constexpr,
+    ACT: tl.constexpr,
     UPCAST: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -111,7 +117,7 @@ def conv1x1_gemm_kernel(
     # epilogue in fp32 on the accumulator, one store of the output dtype
     offs = rm64[:, None] * N + rn[None, :]
     mask = m_mask[:, None] & n_mask[None, :]
-    _epilogue(acc, b_ptr, r_ptr, y_ptr, rn, n_mask, offs, mask, HAS_RES, RELU)
+    _epilogue(acc, b_ptr, r_ptr, y_ptr, rn, n_mask, offs, mask, slope, HAS_RES, ACT)
 
 
 @triton.jit
@@ -121,8 +127,9 @@ def bias_act_kernel(
     r_ptr,
     M,
     C,
+    slope,
     HAS_RES: tl.constexpr,
-    RELU: tl.constexpr,
+    ACT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
@@ -133,4 +140,4 @@ def bias_act_kernel(
     mask = (rm < M)[:, None] & c_mask[None, :]
     offs = rm[:, None] * C + rc[None, :]
     y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    _epilogue(y, b_ptr, r_ptr, y_ptr, rc, c_mask, offs, mask, HAS_RES, RELU)
+    _epilogue(y, b_ptr, r_ptr, y_ptr, rc, c_mask, offs, mask, slope, HAS_RES, ACT)

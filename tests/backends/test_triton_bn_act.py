@@ -1,4 +1,4 @@
-"""The triton backend's BNAct against nn.BatchNorm2d + add + ReLU, in Triton's CPU interpreter."""
+"""The triton backend's BNAct against nn.BatchNorm2d + add + activation, in Triton's CPU interpreter."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 
 import archc
 from archc.errors import BackendError
+from archc.ir.activations import ACTIVATIONS, activation_fn
 
 # Triton picks the interpreter for its own library functions (tl.zeros, tl.sum) when
 # triton.language is first imported, so the variable has to be set before that import;
@@ -26,7 +27,7 @@ os.environ["TRITON_INTERPRET"] = "1"
 try:
     import triton  # noqa: F401  (a test dependency: a missing one must fail, not skip)
 
-    from archc_triton import bn_kernels
+    from archc_triton import act_kernels, bn_kernels
     from archc_triton.bn_act import BNAct
 finally:
     if _before is None:
@@ -328,3 +329,109 @@ def test_bf16_autocast_runs_the_kernels_and_counts_them() -> None:
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), _reference(bn, x.to(torch.bfloat16).float(), None), rtol=2e-2, atol=2e-2)
     assert m.dispatch_counts() == {"kernel": 1}
+
+
+# --- the activation family ----------------------------------------------------------------------
+# Activations of the table the kernels leave to the torch form (none today): a new activation of
+# archc.ir.activations must be added to the kernels or listed here, or test_kernels_cover_the_table fails.
+TORCH_FORM: tuple[str, ...] = ()
+# the torch keywords each activation with attributes is tested with, beyond its defaults
+KEYWORDS = {"gelu": [{}, {"approximate": "tanh"}], "leaky_relu": [{}, {"negative_slope": 0.2}]}
+ACTS = [("none", {})] + [
+    (name, kw) for name in ACTIVATIONS if name not in TORCH_FORM for kw in KEYWORDS.get(name, [{}])
+]
+ACT_IDS = [name + "".join(f"-{v}" for v in kw.values()) for name, kw in ACTS]
+# every activation's break points (relu6 at 0 and 6, hard* at -3 and 3, leaky_relu at 0) and values around them
+BREAKS = (-6.0, -3.0, -1.5, 0.0, 0.5, 3.0, 4.5, 6.0, 7.0)
+
+
+def test_kernels_cover_the_table() -> None:
+    import archc_triton
+
+    covered = set(act_kernels.KERNEL_ACTS) - {"none"}
+    assert covered | set(TORCH_FORM) == set(ACTIVATIONS) and not covered & set(TORCH_FORM)
+    assert archc_triton.KERNEL_ACTS == act_kernels.KERNEL_ACTS  # the plugin's light copy of the list
+    for name, act in ACTIVATIONS.items():  # every attribute of an activation is exercised below
+        assert not act.kwargs or name in KEYWORDS, name
+
+
+def test_kernel_act_refuses_what_it_cannot_apply() -> None:
+    with pytest.raises(ValueError, match="the Triton kernels apply"):
+        BNAct(3, act="softplus")
+    with pytest.raises(ValueError, match="takes no negative_slope"):
+        BNAct(3, act="relu", negative_slope=0.2)
+    with pytest.raises(ValueError, match="takes no approximate"):
+        BNAct(3, act="silu", approximate="tanh")
+    with pytest.raises(ValueError, match="act='gelu'"):
+        BNAct(3, act="gelu", approximate="erf")
+    assert "act='leaky_relu', negative_slope=0.2" in repr(BNAct(3, act="leaky_relu", negative_slope=0.2))
+
+
+def act_reference(name: str, kw: dict):
+    """The activation as the torch backend applies it: the table's functional form."""
+    if name == "none":
+        return lambda t: t
+    attrs = {attr: kw[keyword] for attr, keyword, _ in ACTIVATIONS[name].kwargs if keyword in kw}
+    return activation_fn(name, attrs)
+
+
+def _act_step(m: BNAct, bn: nn.BatchNorm2d, act, x, r, dy) -> list[torch.Tensor | None]:
+    """(y, dx, dr, dgamma, dbeta) of BNAct against BatchNorm2d (+ r) + the activation, each checked."""
+    outs = []
+    for module in (m, bn):
+        xc = x.detach().clone().requires_grad_()
+        rc = None if r is None else r.detach().clone().requires_grad_()
+        module.zero_grad()
+        if module is m:
+            y = m(xc, rc)
+        else:
+            z = bn(xc)
+            y = act(z if rc is None else z + rc)
+        y.backward(dy)
+        outs.append([y.detach(), xc.grad, None if rc is None else rc.grad, module.weight.grad, module.bias.grad])
+    for a, b in zip(*outs, strict=True):
+        _close(a, b)
+    return outs[0]
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize(("name", "kw"), ACTS, ids=ACT_IDS)
+def test_every_activation_matches_torch(name: str, kw: dict, residual: bool) -> None:
+    """A train step (values, every gradient, running statistics), then eval steps with the
+    pre-activation exactly on the break points, against BatchNorm2d (+ add) + the table's form."""
+    shape = (3, 6, 3, 3)
+    _, bn = _pair(6, residual, seed=21)
+    m = BNAct(6, residual=residual, act=name, **kw)
+    m.load_state_dict(bn.state_dict())
+    act = act_reference(name, kw)
+    x, r = _inputs(shape, "nchw", residual, seed=22)
+    dy = torch.randn(shape, generator=torch.Generator().manual_seed(23))
+    _act_step(m, bn, act, x, r, dy)
+    _assert_stats_match(m, bn)
+    assert m.dispatch_counts() == {"kernel": 1}
+
+    # eval with eps 0, mean 0, var 1, gamma 1, beta 0: BN is the identity exactly, so z = x (+ r)
+    # takes every break point exactly; with a residual, x is 0 where r carries them
+    m, bn = BNAct(6, eps=0.0, residual=residual, act=name, **kw).eval(), nn.BatchNorm2d(6, eps=0.0).eval()
+    index = torch.arange(dy.numel()).reshape(shape)
+    values = torch.tensor(BREAKS)[index % len(BREAKS)]
+    x, r = values, None
+    if residual:
+        even = index % 2 == 0
+        x, r = torch.where(even, values, 0.0), torch.where(even, 0.0, values)
+    y = _act_step(m, bn, act, x, r, dy)[0]
+    with torch.no_grad():  # the inference path applies the same activation
+        _close(m(x, r), y)
+
+
+@pytest.mark.parametrize(("name", "residual"), [("relu", True), ("silu", True), ("hardswish", False)])
+def test_what_backward_keeps_per_activation(name: str, residual: bool) -> None:
+    """x always; with a residual, ReLU keeps y (its mask) and a smooth activation keeps r (z = bn(x) + r)."""
+    m = BNAct(4, residual=residual, act=name)
+    x, r = _inputs((2, 4, 3, 3), "channels_last", residual, seed=24)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = m(x, r)
+    full = {t.data_ptr() for t in saved if t.numel() == x.numel()}
+    kept = {x.data_ptr()} | ({(y if name == "relu" else r).data_ptr()} if residual else set())
+    assert full == kept

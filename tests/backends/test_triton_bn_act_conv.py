@@ -1,4 +1,4 @@
-"""The BN-ReLU-conv unit (archc_triton.bn_relu_conv) against BatchNorm2d -> ReLU -> Conv2d.
+"""The BN-act-conv unit (archc_triton.bn_act_conv_unit) against BatchNorm2d -> activation -> Conv2d.
 
 float64 runs the unit's autograd Function on bn_torch (the kernels' torch twin): the same
 saved tensors and recompute as the kernel path, compared at rounding error; float32 runs
@@ -22,7 +22,8 @@ try:
     import archc
     from archc.bench.reference import randomise
     from archc_triton.bn_act import BNAct
-    from archc_triton.bn_act_conv import bn_relu_conv
+    from archc_triton.bn_act_conv import bn_act_conv_unit
+    from tests.backends.test_triton_bn_act import ACT_IDS, ACTS, act_reference
 finally:
     if _before is None:
         del os.environ["TRITON_INTERPRET"]
@@ -46,8 +47,11 @@ def interpret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
-def _modules(name: str, dtype: torch.dtype, seed: int = 0) -> tuple[BNAct, nn.Conv2d, nn.BatchNorm2d, nn.Conv2d]:
-    """(BNAct, conv) for the unit and (BatchNorm2d, conv) for the plain chain, with the same weights."""
+def _modules(
+    name: str, dtype: torch.dtype, seed: int = 0, act: tuple[str, dict] = ("relu", {})
+) -> tuple[BNAct, nn.Conv2d, nn.BatchNorm2d, nn.Conv2d]:
+    """(BNAct with activation `act`, conv) for the unit and (BatchNorm2d, conv) for the plain chain,
+    with the same weights."""
     cin, cout, k, s, p, g, bias = CONVS[name]
     torch.manual_seed(seed)
     bn = nn.BatchNorm2d(cin)
@@ -57,17 +61,20 @@ def _modules(name: str, dtype: torch.dtype, seed: int = 0) -> tuple[BNAct, nn.Co
         bn.bias.uniform_(-0.5, 0.5)
         bn.running_mean.normal_(0, 0.1)
         bn.running_var.uniform_(0.5, 1.5)
-    unit_bn = BNAct(cin)
+    unit_bn = BNAct(cin, act=act[0], **act[1])
     unit_bn.load_state_dict(bn.state_dict())
     unit_conv = nn.Conv2d(cin, cout, k, stride=s, padding=p, groups=g, bias=bias)
     unit_conv.load_state_dict(conv.state_dict())
     return unit_bn.to(dtype), unit_conv.to(dtype), bn.to(dtype), conv.to(dtype)
 
 
-def _run(bn: nn.Module, conv: nn.Conv2d, x: torch.Tensor, dy_seed: int, unit: bool) -> list[torch.Tensor]:
-    """Forward and backward: [y, dx, dgamma, dbeta, dW, (db), running_mean, running_var]."""
+def _run(
+    bn: nn.Module, conv: nn.Conv2d, x: torch.Tensor, dy_seed: int, unit: bool, act=torch.relu
+) -> list[torch.Tensor]:
+    """Forward and backward: [y, dx, dgamma, dbeta, dW, (db), running_mean, running_var]; `act`
+    is the plain chain's activation (the unit applies its BNAct's)."""
     x = x.detach().clone().requires_grad_()
-    y = bn_relu_conv(x, bn, conv) if unit else conv(torch.relu(bn(x)))
+    y = bn_act_conv_unit(x, bn, conv) if unit else conv(act(bn(x)))
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(dy_seed), dtype=y.dtype)
     y.backward(dy)
     out = [y.detach(), x.grad, bn.weight.grad, bn.bias.grad, conv.weight.grad]
@@ -105,6 +112,19 @@ def test_float32_kernels_match_the_plain_chain(name: str) -> None:
     assert ub.dispatch_counts() == {"kernel": 1}
 
 
+@pytest.mark.parametrize(("act", "kw"), ACTS, ids=ACT_IDS)
+def test_every_activation_matches_the_plain_chain(act: str, kw: dict) -> None:
+    """float32 on the kernels and float64 on bn_torch (the same Function) against BN -> act -> conv."""
+    for dtype, tol in ((torch.float32, F32), (torch.float64, F64)):
+        ub, uc, bn, conv = _modules("3x3", dtype, seed=3, act=(act, kw))
+        x = torch.randn(2, 6, 5, 4, dtype=dtype, generator=torch.Generator().manual_seed(4)) * 2 + 0.3
+        got = _run(ub, uc, x, 0, unit=True)
+        want = _run(bn, conv, x, 0, unit=False, act=act_reference(act, kw))
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, **tol)
+        assert ub.dispatch_counts() == ({"kernel": 1} if dtype == torch.float32 else {"dtype float64": 1})
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_saves_the_bn_input_not_the_activation(dtype: torch.dtype) -> None:
     """Feature-map-sized saved tensors: the unit keeps x alone; the plain chain keeps x and relu(bn(x))."""
@@ -117,7 +137,7 @@ def test_saves_the_bn_input_not_the_activation(dtype: torch.dtype) -> None:
             fn()
         return [t for t in saved if t.numel() == x.numel()]
 
-    unit = saved_maps(lambda: bn_relu_conv(x, ub, uc))
+    unit = saved_maps(lambda: bn_act_conv_unit(x, ub, uc))
     assert [t.data_ptr() for t in unit] == [x.data_ptr()]
     plain = {t.data_ptr() for t in saved_maps(lambda: conv(torch.relu(bn(x))))}
     assert len(plain) == 2 and x.data_ptr() in plain  # BN's input and the ReLU output (saved by ReLU and conv)
@@ -127,7 +147,7 @@ def test_autocast_bf16_runs_the_conv_in_bf16() -> None:
     ub, uc, bn, conv = _modules("1x1", torch.float32)
     x = (torch.randn(2, 6, 5, 5) * 2 + 0.3).bfloat16().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = bn_relu_conv(x, ub, uc)
+        y = bn_act_conv_unit(x, ub, uc)
     assert y.dtype == torch.bfloat16
     y.float().square().sum().backward()
     assert uc.weight.grad.dtype == torch.float32 and ub.weight.grad.dtype == torch.float32
@@ -136,11 +156,11 @@ def test_autocast_bf16_runs_the_conv_in_bf16() -> None:
     assert ub.dispatch_counts() == {"kernel": 1}
 
 
-def test_lowering_uses_the_unit_only_for_bn_relu_read_by_one_conv() -> None:
+def test_lowering_uses_the_unit_only_for_bn_act_read_by_one_conv() -> None:
     b = archc.build(SPECS / "resnet50.arch", backend="triton", overrides={"input_size": "3x32x32"})
     src = b.module.archc_source
-    assert src.count("archc_triton.bn_relu_conv(") == 32  # bn1 -> conv2, bn2 -> conv3 in 16 bottlenecks
-    assert "archc_triton.bn_relu_conv(layer1_0_bn1, getattr(self.layer1, '0').bn1, " in src
+    assert src.count("archc_triton.bn_act_conv_unit(") == 32  # bn1 -> conv2, bn2 -> conv3 in 16 bottlenecks
+    assert "archc_triton.bn_act_conv_unit(layer1_0_bn1, getattr(self.layer1, '0').bn1, " in src
     assert "self.bn1(conv1)" in src  # the stem's BN+ReLU feeds the max pool: a plain BNAct
 
 
@@ -158,7 +178,7 @@ def test_float64_train_step_equals_the_torch_backend(spec: str, overrides: dict)
     randomise(ref, seed=5)
     net = archc.compile(SPECS / spec, backend="triton", mode="train", overrides=overrides, weights=ref.state_dict())
     net.double()
-    assert "archc_triton.bn_relu_conv(" in net.archc_source
+    assert "archc_triton.bn_act_conv_unit(" in net.archc_source
     shape = [int(v) for v in overrides["input_size"].split("x")]
     x = torch.randn(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     target = torch.tensor([0, 3, 5, 9])

@@ -28,6 +28,7 @@ try:
     from archc_triton import conv as conv_mod  # noqa: E402
     from archc_triton import conv_kernels  # noqa: E402
     from archc_triton.conv import FusedConv  # noqa: E402
+    from tests.backends.test_triton_bn_act import ACT_IDS, ACTS, BREAKS, act_reference  # noqa: E402
 finally:
     if _PREVIOUS is None:
         del os.environ["TRITON_INTERPRET"]
@@ -66,12 +67,12 @@ def reference(m: FusedConv, x: torch.Tensor, r: torch.Tensor | None) -> torch.Te
     y = F.conv2d(x.float(), w, b, m.stride, m.padding, m.dilation, m.groups)
     if r is not None:
         y = y + r.float()
-    return torch.relu(y) if m.act == "relu" else y
+    return act_reference(m.act, m.kernel_act.keywords())(y)
 
 
-def make(cin, cout, k, stride, padding, groups=1, act="relu", residual=False, dtype=torch.float32, seed=0):
+def make(cin, cout, k, stride, padding, groups=1, act="relu", residual=False, dtype=torch.float32, seed=0, **kw):
     torch.manual_seed(seed)
-    m = FusedConv(cin, cout, k, stride=stride, padding=padding, groups=groups, act=act, residual=residual)
+    m = FusedConv(cin, cout, k, stride=stride, padding=padding, groups=groups, act=act, residual=residual, **kw)
     with torch.no_grad():
         m.bias.normal_()  # the default init gives a small bias; make it matter
     return m.to(dtype)
@@ -107,6 +108,24 @@ def test_float32_matches_torch(name, act, residual, layout, kernels_only):
     assert y.shape == want_shape and y.dtype == torch.float32
     assert y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y, reference(m, x, r), **F32)
+
+
+@pytest.mark.parametrize(("act", "kw"), ACTS, ids=ACT_IDS)
+def test_every_activation_in_both_kernels(act, kw, kernels_only):
+    """The GEMM's and the epilogue kernel's activation against the table's torch form: random
+    outputs, and outputs exactly on the break points (zero weight, the bias carrying them)."""
+    for name in ("1x1/2", "3x3"):
+        cin, cout, k, s, p, g, hw = CONVS[name]
+        m = make(cin, cout, k, s, p, g, act=act, residual=True, **kw)
+        x = torch.randn(2, cin, hw, hw) * 2
+        r = torch.randn(F.conv2d(x, m.weight, None, s, p).shape)
+        with torch.no_grad():
+            torch.testing.assert_close(m(x, r), reference(m, x, r), **F32)
+            m.weight.zero_()
+            m.bias.copy_(torch.tensor(BREAKS)[torch.arange(cout) % len(BREAKS)])
+            y = m(x, torch.zeros_like(r))
+        torch.testing.assert_close(y, reference(m, x, torch.zeros_like(r)), **F32)
+        assert m.dispatch_counts() == {"kernel": 2}
 
 
 @pytest.mark.parametrize("name", ["1x1", "1x1/2", "3x3/2", "7x7/2"])
@@ -154,7 +173,9 @@ def test_residual_must_match_the_flag():
     with pytest.raises(ValueError, match="residual=False was called with"):
         FusedConv(4, 4, 1)(torch.randn(1, 4, 3, 3), torch.randn(1, 4, 3, 3))
     with pytest.raises(ValueError, match="act must be"):
-        FusedConv(4, 4, 1, act="gelu")
+        FusedConv(4, 4, 1, act="softplus")
+    with pytest.raises(ValueError, match="takes no negative_slope"):
+        FusedConv(4, 4, 1, act="gelu", negative_slope=0.2)
     with torch.no_grad(), pytest.raises(ValueError, match="does not match the output"):
         FusedConv(4, 4, 1, residual=True)(torch.randn(1, 4, 3, 3), torch.randn(1, 4, 2, 2))
 
