@@ -28,9 +28,9 @@ puts inputs exactly on them):
 
 The helpers call only Triton builtins (tl.exp, tl.erf, tl.where, tl.maximum, tl.minimum),
 not library jit functions such as tl.sigmoid: see archc_triton.conv_kernels on why.
-Triton 3.x has no tanh builtin outside the CUDA libdevice, so tanh is 1 - 2 / (exp(2z) + 1),
-which saturates to +-1 where exp over- or underflows and is within float32 rounding of
-torch.tanh in absolute terms.
+Triton 3.x has no tanh builtin outside the CUDA libdevice, so tanh is
+sign(z) (1 - e) / (1 + e) with e = exp(-2|z|), within float32 rounding of torch.tanh in
+absolute terms; sigmoid likewise goes through exp(-|z|), so neither overflows.
 """
 
 from __future__ import annotations
@@ -75,12 +75,17 @@ KERNEL_ACTS: tuple[str, ...] = tuple(CODES)
 
 @triton.jit
 def _sigmoid(z):
-    return 1.0 / (1.0 + tl.exp(-z))
+    # from e = exp(-|z|) <= 1, which never overflows
+    e = tl.exp(-tl.abs(z))
+    return tl.where(z >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 @triton.jit
 def _tanh(z):
-    return 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)
+    # sign(z) (1 - e) / (1 + e) with e = exp(-2|z|) <= 1, which never overflows
+    e = tl.exp(-2.0 * tl.abs(z))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(z >= 0.0, t, -t)
 
 
 @triton.jit

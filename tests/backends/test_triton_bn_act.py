@@ -375,7 +375,7 @@ def act_reference(name: str, kw: dict):
     return activation_fn(name, attrs)
 
 
-def _act_step(m: BNAct, bn: nn.BatchNorm2d, act, x, r, dy) -> list[torch.Tensor | None]:
+def _act_step(m: BNAct, bn: nn.BatchNorm2d, act, x, r, dy, tol: float = 1e-5) -> list[torch.Tensor | None]:
     """(y, dx, dr, dgamma, dbeta) of BNAct against BatchNorm2d (+ r) + the activation, each checked."""
     outs = []
     for module in (m, bn):
@@ -390,7 +390,7 @@ def _act_step(m: BNAct, bn: nn.BatchNorm2d, act, x, r, dy) -> list[torch.Tensor 
         y.backward(dy)
         outs.append([y.detach(), xc.grad, None if rc is None else rc.grad, module.weight.grad, module.bias.grad])
     for a, b in zip(*outs, strict=True):
-        _close(a, b)
+        _close(a, b, tol)
     return outs[0]
 
 
@@ -419,7 +419,9 @@ def test_every_activation_matches_torch(name: str, kw: dict, residual: bool) -> 
     if residual:
         even = index % 2 == 0
         x, r = torch.where(even, values, 0.0), torch.where(even, 0.0, values)
-    y = _act_step(m, bn, act, x, r, dy)[0]
+    # dgamma sums 27 products z * dz per channel with |z| up to 7: a few float32 ulps of each term
+    # (a wrong convention at a break point is off by O(dy) in dx and dr)
+    y = _act_step(m, bn, act, x, r, dy, tol=5e-5)[0]
     with torch.no_grad():  # the inference path applies the same activation
         _close(m(x, r), y)
 

@@ -197,3 +197,64 @@ def test_float64_train_step_equals_the_torch_backend(spec: str, overrides: dict)
 def _close_to_scale(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
     err = (a.double() - b.double()).abs().max().item()
     assert err <= 1e-9 * max(b.double().abs().max().item(), 1e-30), (what, err)
+
+
+# MobileNetV2/V3 and EfficientNet blocks as the zoo specs use them: hardswish, relu6 and silu
+# BN+activations (BNAct, residual or not, and units), SE branches (relu, hardsigmoid, sigmoid)
+MOBILE = """
+use "{blocks}"
+
+net mobile_acts(num_classes=10, input_size=3x16x16) {{
+  input input_size
+  features: {{
+    0: conv_bn_act(16, 3x3, /2, act=hardswish)
+    1: inverted_residual(16, t=2)
+    2: bneck(16, hidden=32, kernel=3x3, stride=1, se=true, act=hardswish)
+    3: mbconv(24, t=2, kernel=3x3, stride=2)
+    4: conv_bn_act(32, act=silu)
+  }}
+  avgpool
+  flatten
+  classifier: linear(num_classes)
+}}
+"""
+
+
+def test_mobile_blocks_train_and_eval_equal_the_torch_backend(tmp_path: Path) -> None:
+    """float32 train step (outputs, every gradient and statistic) and eval run of a net of the zoo's
+    mobile blocks: the triton backend runs every BN+activation in its kernels, none in the torch form."""
+    from archc.bench.dispatch import dispatch_counts, fallbacks
+    from archc_triton.conv import FusedConv
+
+    spec = tmp_path / "mobile_acts.arch"
+    spec.write_text(MOBILE.format(blocks=(SPECS / "blocks" / "mobilenet.arch").as_posix()))
+    torch.manual_seed(0)
+    ref = archc.compile(spec, backend="torch", mode="train")
+    net = archc.compile(spec, backend="triton", mode="train", weights=ref.state_dict())
+    src = net.archc_source
+    for act in ("hardswish", "relu6", "silu"):
+        assert f"act={act!r}" in src
+    assert src.count("archc_triton.bn_act_conv_unit(") == 4  # each expand BN+act read by its depthwise conv
+    assert {m.act for m in net.modules() if isinstance(m, BNAct)} == {"hardswish", "relu6", "silu"}
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    target = torch.tensor([1, 7])
+    outs = []
+    for model in (ref, net):
+        out = model(x)
+        nn.functional.cross_entropy(out, target).backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    grads = dict(ref.named_parameters())
+    for name, p in net.named_parameters():  # measured: 2e-8 at worst, against gradients up to 0.4
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-5, msg=name)
+    theirs = ref.state_dict()
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, theirs[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert fallbacks(dispatch_counts(net)) == 0
+
+    ref = archc.compile(spec, backend="torch", mode="eval", weights=theirs)
+    net = archc.compile(spec, backend="triton", mode="eval", weights=theirs)
+    assert {m.act for m in net.modules() if isinstance(m, FusedConv)} >= {"hardswish", "relu6", "silu"}
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-5)
+    assert fallbacks(dispatch_counts(net)) == 0
