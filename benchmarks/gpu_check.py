@@ -9,8 +9,9 @@ A measurement whose time estimate no longer fits the remaining budget is recorde
    which archc backends are registered.
 2. kernels: every Triton-backed op against float64 torch on the same device
    (gpu_check_kernels.py): FusedConv (1x1 GEMM, epilogue after cuDNN), BNAct (train and
-   eval, with and without residual, running statistics), the BN-ReLU-conv unit; float32
-   and bfloat16, forward and backward; odd and ResNet-50-sized shapes.
+   eval, with and without residual, running statistics), the BN-act-conv unit; float32
+   and bfloat16, forward and backward; odd and ResNet-50-sized shapes; then every other
+   activation of the kernels through all four at the odd float32 shapes.
 3. resnet: a ResNet-50 train step (loss, logits, every gradient, running statistics) and
    an eval pass of the triton and torch backends against a float64 run of the same
    weights, in float32 and bf16 autocast. A backend passes when its error is at most twice

@@ -8,7 +8,11 @@ arithmetic is plain float32 (BN), 3e-3 where a conv may run in TF32 (cuDNN's def
 the GEMM's, following it); bfloat16 2e-2 (8-bit mantissa storage). NaN never passes.
 
 Cases: odd shapes (no dimension a multiple of a block size) and ResNet-50-sized ones
-(56x56x64/256 and 7x7x512/2048 maps at batch 32); `smoke` keeps only the smallest.
+(56x56x64/256 and 7x7x512/2048 maps at batch 32), all with ReLU; then one row per other
+activation of the kernels (archc_triton.act_kernels: the table's family, gelu in both forms,
+leaky_relu at a non-default slope) that runs the four ops at the odd float32 shapes, each
+against the activation's torch form in float64. `smoke` keeps only the smallest, and one
+activation row.
 """
 
 from __future__ import annotations
@@ -37,6 +41,19 @@ CONVS = [
 ]
 # BN-act: (label, batch, C, H=W)
 BNS = [("odd", 3, 37, 13), ("rn50 layer1", 32, 256, 56), ("rn50 layer4", 32, 2048, 7)]
+# activation rows: (name, torch keywords); ReLU is every case above
+ACTS = [
+    ("none", {}), ("relu6", {}), ("sigmoid", {}), ("hardsigmoid", {}), ("silu", {}), ("hardswish", {}),
+    ("gelu", {}), ("gelu", {"approximate": "tanh"}), ("tanh", {}), ("leaky_relu", {"negative_slope": 0.2}),
+]  # fmt: skip
+RELU: tuple[str, dict[str, Any]] = ("relu", {})
+
+
+def _torch_act(act: tuple[str, dict[str, Any]]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation's torch form (the table's), for the float64 references."""
+    from archc_triton.act_kernels import kernel_act
+
+    return kernel_act(act[0], **act[1]).torch
 
 
 def rel_err(got: torch.Tensor | None, want: torch.Tensor | None) -> float:
@@ -60,13 +77,15 @@ def _verdict(errs: dict[str, float], tol: float) -> dict[str, Any]:
     return {"errors": errs, "tol": tol, "status": "pass" if worst <= tol else "fail"}
 
 
-def fused_conv(case: tuple, dtype_name: str, autocast: bool, device: torch.device) -> dict[str, Any]:
+def fused_conv(
+    case: tuple, dtype_name: str, autocast: bool, device: torch.device, act: tuple[str, dict[str, Any]] = RELU
+) -> dict[str, Any]:
     """FusedConv (eval op): act(conv(x) + b + r) against float64, with its dispatch counts."""
     from archc_triton.conv import FusedConv
 
     _, cin, cout, k, s, p, g, n, hw = case
     dtype = DTYPES[dtype_name]
-    m = FusedConv(cin, cout, k, stride=s, padding=p, groups=g, act="relu", residual=True).to(device)
+    m = FusedConv(cin, cout, k, stride=s, padding=p, groups=g, act=act[0], residual=True, **act[1]).to(device)
     with torch.no_grad():
         m.bias.normal_()
     if not autocast:
@@ -78,7 +97,7 @@ def fused_conv(case: tuple, dtype_name: str, autocast: bool, device: torch.devic
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=autocast):
         y = m(x, r)
     w = m.weight.double() if not autocast else m.weight.to(dtype).double()  # autocast rounds W to dtype
-    want = torch.relu(F.conv2d(x.double(), w, m.bias.double(), s, p, 1, g) + r.double())
+    want = _torch_act(act)(F.conv2d(x.double(), w, m.bias.double(), s, p, 1, g) + r.double())
     out = _verdict({"y": rel_err(y, want)}, TOL["float32_conv" if dtype_name == "float32" else dtype_name])
     out["dispatch"] = m.dispatch_counts()
     if m.dispatch_counts() != {"kernel": 1}:
@@ -86,7 +105,9 @@ def fused_conv(case: tuple, dtype_name: str, autocast: bool, device: torch.devic
     return out
 
 
-def _bn_pair(c: int, residual: bool, device: torch.device, seed: int) -> tuple[Any, nn.BatchNorm2d]:
+def _bn_pair(
+    c: int, residual: bool, device: torch.device, seed: int, act: tuple[str, dict[str, Any]] = RELU
+) -> tuple[Any, nn.BatchNorm2d]:
     """A BNAct and a float64 nn.BatchNorm2d with the same random affine parameters and statistics."""
     from archc_triton.bn_act import BNAct
 
@@ -97,7 +118,7 @@ def _bn_pair(c: int, residual: bool, device: torch.device, seed: int) -> tuple[A
         ref.bias.copy_(torch.rand(c, generator=gen) - 0.5)
         ref.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
         ref.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-    m = BNAct(c, residual=residual)
+    m = BNAct(c, residual=residual, act=act[0], **act[1])
     m.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ref.state_dict().items()})
     return m.to(device), ref.to(device)
 
@@ -107,11 +128,18 @@ def _grads(y: torch.Tensor, dy: torch.Tensor, tensors: list[torch.Tensor | None]
     return [None if t is None else t.grad for t in tensors]
 
 
-def bn_act(case: tuple, dtype_name: str, residual: bool, train: bool, device: torch.device) -> dict[str, Any]:
-    """BNAct forward, backward and running statistics against float64 BatchNorm2d + add + ReLU."""
+def bn_act(
+    case: tuple,
+    dtype_name: str,
+    residual: bool,
+    train: bool,
+    device: torch.device,
+    act: tuple[str, dict[str, Any]] = RELU,
+) -> dict[str, Any]:
+    """BNAct forward, backward and running statistics against float64 BatchNorm2d + add + activation."""
     _, n, c, hw = case
     dtype = DTYPES[dtype_name]
-    m, ref = _bn_pair(c, residual, device, seed=n * c)
+    m, ref = _bn_pair(c, residual, device, seed=n * c, act=act)
     m.train(train)
     ref.train(train)
     x = (torch.randn(n, c, hw, hw, device=device) * 2 + 0.5).to(dtype).contiguous(memory_format=torch.channels_last)
@@ -123,7 +151,7 @@ def bn_act(case: tuple, dtype_name: str, residual: bool, train: bool, device: to
     y = m(xs[0], xs[1])
     got = [y, *_grads(y, dy, [*xs, m.weight, m.bias])]
     z = ref(xd[0])
-    want_y = torch.relu(z if r is None else z + xd[1])
+    want_y = _torch_act(act)(z if r is None else z + xd[1])
     want = [want_y, *_grads(want_y, dy.double(), [*xd, ref.weight, ref.bias])]
     names = ["y", "dx", "dr", "dgamma", "dbeta"]
     errs = {k: rel_err(a, b) for k, a, b in zip(names, got, want, strict=True) if b is not None}
@@ -135,23 +163,23 @@ def bn_act(case: tuple, dtype_name: str, residual: bool, train: bool, device: to
     return out
 
 
-def unit(case: tuple, dtype_name: str, device: torch.device) -> dict[str, Any]:
-    """bn_relu_conv (train) against float64 BatchNorm2d -> ReLU -> Conv2d: values, every gradient."""
-    from archc_triton.bn_act_conv import bn_relu_conv
+def unit(case: tuple, dtype_name: str, device: torch.device, act: tuple[str, dict[str, Any]] = RELU) -> dict[str, Any]:
+    """bn_act_conv_unit (train) against float64 BatchNorm2d -> activation -> Conv2d: values, every gradient."""
+    from archc_triton.bn_act_conv import bn_act_conv_unit
 
     _, n, c, hw = case
     dtype = DTYPES[dtype_name]
-    m, ref = _bn_pair(c, False, device, seed=n + c)
+    m, ref = _bn_pair(c, False, device, seed=n + c, act=act)
     conv = nn.Conv2d(c, c // 2 + 1, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
     conv64 = nn.Conv2d(c, c // 2 + 1, 3, padding=1, bias=False).to(device).double()
     conv64.load_state_dict(conv.state_dict())
     x = (torch.randn(n, c, hw, hw, device=device) * 2 + 0.5).to(dtype).contiguous(memory_format=torch.channels_last)
     xs, xd = x.clone().requires_grad_(), x.double().requires_grad_()
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        y = bn_relu_conv(xs, m, conv)
+        y = bn_act_conv_unit(xs, m, conv)
     dy = torch.randn_like(y)
     got = [y, *_grads(y, dy, [xs, m.weight, m.bias, conv.weight])]
-    want_y = conv64(torch.relu(ref(xd)))
+    want_y = conv64(_torch_act(act)(ref(xd)))
     want = [want_y, *_grads(want_y, dy.double(), [xd, ref.weight, ref.bias, conv64.weight])]
     names = ["y", "dx", "dgamma", "dbeta", "dW"]
     errs = {k: rel_err(a, b) for k, a, b in zip(names, got, want, strict=True)}
@@ -159,6 +187,26 @@ def unit(case: tuple, dtype_name: str, device: torch.device) -> dict[str, Any]:
     out = _verdict(errs, TOL["float32_conv" if dtype_name == "float32" else dtype_name])
     out["dispatch"] = m.dispatch_counts()
     return out
+
+
+def activation(act: tuple[str, dict[str, Any]], device: torch.device) -> dict[str, Any]:
+    """One activation through all four ops at the odd float32 shapes: the 1x1 GEMM's and the
+    epilogue kernel's FusedConv, BNAct (train, residual) and the unit; errors prefixed by op."""
+    parts = {
+        "gemm": fused_conv(CONVS[0], "float32", False, device, act),
+        "epilogue": fused_conv(CONVS[2], "float32", False, device, act),
+        "bn_act": bn_act(BNS[0], "float32", True, True, device, act),
+        "unit": unit(BNS[0], "float32", device, act),
+    }
+    errs = {f"{op} {k}": v for op, part in parts.items() for k, v in part["errors"].items()}
+    out = {"errors": errs, "status": "pass" if all(p["status"] == "pass" for p in parts.values()) else "fail"}
+    out["tol"] = {op: part["tol"] for op, part in parts.items()}
+    out["dispatch"] = {op: part["dispatch"] for op, part in parts.items()}
+    return out
+
+
+def _act_label(act: tuple[str, dict[str, Any]]) -> str:
+    return " ".join([act[0], *(f"{k}={v}" for k, v in act[1].items())])
 
 
 def checks(smoke: bool, device: torch.device) -> Iterator[tuple[str, float, Callable[[], dict[str, Any]]]]:
@@ -173,7 +221,8 @@ def checks(smoke: bool, device: torch.device) -> Iterator[tuple[str, float, Call
         yield "bn_act odd float32 residual train", 1.0, lambda: bn_act(BNS[0], "float32", True, True, device)
         yield "bn_act odd bfloat16 plain eval", 1.0, lambda: bn_act(BNS[0], "bfloat16", False, False, device)
         for dt in DTYPES:
-            yield f"bn_relu_conv odd {dt}", 1.0, lambda d=dt: unit(BNS[0], d, device)
+            yield f"bn_act_conv_unit odd {dt}", 1.0, lambda d=dt: unit(BNS[0], d, device)
+        yield "act hardswish odd float32", 2.0, lambda: activation(("hardswish", {}), device)
         return
     for case in CONVS:
         for dt in DTYPES:
@@ -185,4 +234,6 @@ def checks(smoke: bool, device: torch.device) -> Iterator[tuple[str, float, Call
                 for train in (True, False):
                     name = f"bn_act {case[0]} {dt} {'residual' if residual else 'plain'} {'train' if train else 'eval'}"
                     yield name, 6.0, lambda c=case, d=dt, r=residual, t=train: bn_act(c, d, r, t, device)
-            yield f"bn_relu_conv {case[0]} {dt}", 4.0, lambda c=case, d=dt: unit(c, d, device)
+            yield f"bn_act_conv_unit {case[0]} {dt}", 4.0, lambda c=case, d=dt: unit(c, d, device)
+    for act in ACTS:  # each compiles its own kernel variants (a constexpr ACT per kernel): ~2 s
+        yield f"act {_act_label(act)} odd float32", 2.0, lambda a=act: activation(a, device)

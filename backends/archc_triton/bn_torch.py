@@ -1,7 +1,7 @@
 """The torch twin of bn_kernels: the same three functions on [M, C] rows, in plain torch ops.
 
 The Triton kernels compute in float32 whatever the storage dtype. For dtypes they do not
-cover (float64: gradient checks, exact comparisons) BNAct and the BN-ReLU-conv unit call
+cover (float64: gradient checks, exact comparisons) BNAct and the BN-act-conv unit call
 these functions instead, with the same arguments and the same saved tensors, so the
 autograd Functions around them are one code path and their float64 runs check that
 path's structure (what is saved, what is recomputed) to rounding error.

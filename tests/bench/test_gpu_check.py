@@ -43,7 +43,7 @@ def test_smoke_run_passes_every_phase_in_order(tmp_path: Path) -> None:
         if r["phase"] in ("kernels", "resnet"):
             assert r["status"] == "pass", r
     kernels = [r for r in rows if r["phase"] == "kernels"]
-    assert {r["name"].split()[0] for r in kernels} == {"fused_conv", "bn_act", "bn_relu_conv"}
+    assert {r["name"].split()[0] for r in kernels} == {"fused_conv", "bn_act", "bn_act_conv_unit", "act"}
     assert all(r["dispatch"] == {"kernel": 1} for r in kernels if r["name"].startswith("fused_conv"))
     for cand in ("eager", "archc[torch]", "archc[triton]"):
         for mode in ("train", "eval"):
@@ -53,7 +53,7 @@ def test_smoke_run_passes_every_phase_in_order(tmp_path: Path) -> None:
     assert by["torch.compile train"]["status"] == "skipped"
     text = gpu_check_report.render(gpu_check_report.load(tmp_path / "results.jsonl"), "results.jsonl")
     assert "`specs/cifar/resnet20.arch`, batch 2" in text and "0 fallbacks" in text
-    assert "correctness checks: 8 pass" in text and "not measured yet" not in text
+    assert "correctness checks: 9 pass" in text and "not measured yet" not in text
 
 
 def test_report_without_results_says_not_measured_yet() -> None:
