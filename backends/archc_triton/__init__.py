@@ -25,12 +25,15 @@ from archc.ir.registry import OpProblem
 from archc_torch import Lowering, check_names, generate, instantiate
 from archc_torch.codegen import _attr, epilogue_expr
 
-# the epilogues the kernels apply: archc_triton.act_kernels.KERNEL_ACTS, spelt out here because
-# importing that module imports triton, and `import archc_triton` (the plugin) must stay light;
-# tests/backends/test_triton_bn_act.py checks the two lists are the same
-KERNEL_ACTS = (
-    "none", "relu", "relu6", "sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh", "leaky_relu",
-)  # fmt: skip
+# The activations the kernels apply, each with its constexpr ACT code in archc_triton.act_kernels'
+# helpers (gelu's tanh form is GELU_TANH_CODE). The one map from names to codes; it lives here, not
+# there, so the lowering can ask it without importing triton (`import archc_triton` stays light).
+ACT_CODES: dict[str, int] = {
+    "none": 0, "relu": 1, "relu6": 2, "sigmoid": 3, "hardsigmoid": 4, "silu": 5, "hardswish": 6, "gelu": 7,
+    "tanh": 9, "leaky_relu": 10,
+}  # fmt: skip
+GELU_TANH_CODE = 8
+KERNEL_ACTS: tuple[str, ...] = tuple(ACT_CODES)
 
 __version__ = "0.1.0"
 __all__ = ["TritonBackend", "TritonLowering", "BNAct", "FusedConv", "bn_act_conv_unit"]

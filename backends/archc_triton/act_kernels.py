@@ -3,10 +3,11 @@
 Both the BN kernels (archc_triton.bn_kernels) and the conv epilogue kernels
 (archc_triton.conv_kernels) apply their activation through these two jit helpers, selected
 by a constexpr code (so each kernel compiles only its own branch), with `slope` a runtime
-argument (leaky_relu's negative slope; ignored by the others). `KernelAct` is the Python
-side: the one map from an activation of archc.ir.activations' table (name and torch
-keywords) to that code, and the activation's torch form for references and the float64
-twin (archc_triton.bn_torch).
+argument (leaky_relu's negative slope; ignored by the others). The codes are the package's
+`archc_triton.ACT_CODES` (there so the lowering reads the list without importing triton).
+`KernelAct` is the Python side: an activation of archc.ir.activations' table (name and torch
+keywords) with its code, and its torch form for references and the float64 twin
+(archc_triton.bn_torch).
 
 `act_grad` takes the pre-activation z, recomputed from the BN input, never the output, so a
 backward keeps nothing but x (and the residual). The derivatives, with torch's autograd
@@ -44,33 +45,26 @@ import triton.language as tl
 
 from archc.ir.activations import ACTIVATIONS, activation_fn
 from archc.ir.registry import OpProblem
+from archc_triton import ACT_CODES, GELU_TANH_CODE, KERNEL_ACTS
 
-# the constexpr codes (instances of tl.constexpr: the only globals a jit function may read)
-NONE = tl.constexpr(0)
-RELU = tl.constexpr(1)
-RELU6 = tl.constexpr(2)
-SIGMOID = tl.constexpr(3)
-HARDSIGMOID = tl.constexpr(4)
-SILU = tl.constexpr(5)
-HARDSWISH = tl.constexpr(6)
-GELU = tl.constexpr(7)
-GELU_TANH = tl.constexpr(8)
-TANH = tl.constexpr(9)
-LEAKY_RELU = tl.constexpr(10)
+__all__ = ["KERNEL_ACTS", "RELU_ACT", "KernelAct", "act", "act_grad", "kernel_act"]
+
+# the constexpr codes (instances of tl.constexpr: the only globals a jit function may read),
+# from the package's ACT_CODES, the one map from names to codes
+NONE = tl.constexpr(ACT_CODES["none"])
+RELU = tl.constexpr(ACT_CODES["relu"])
+RELU6 = tl.constexpr(ACT_CODES["relu6"])
+SIGMOID = tl.constexpr(ACT_CODES["sigmoid"])
+HARDSIGMOID = tl.constexpr(ACT_CODES["hardsigmoid"])
+SILU = tl.constexpr(ACT_CODES["silu"])
+HARDSWISH = tl.constexpr(ACT_CODES["hardswish"])
+GELU = tl.constexpr(ACT_CODES["gelu"])
+GELU_TANH = tl.constexpr(GELU_TANH_CODE)
+TANH = tl.constexpr(ACT_CODES["tanh"])
+LEAKY_RELU = tl.constexpr(ACT_CODES["leaky_relu"])
 # gelu's constants are literals in the helpers (a constexpr times a tensor is a constexpr in the
 # interpreter): 0.7071067811865476 = 1/sqrt(2), 0.3989422804014327 = 1/sqrt(2 pi),
 # 0.7978845608028654 = sqrt(2/pi), 0.044715 = k
-
-# activation name -> code; gelu's tanh form is GELU_TANH (KernelAct.code)
-CODES: dict[str, int] = {
-    name: code.value
-    for name, code in (
-        ("none", NONE), ("relu", RELU), ("relu6", RELU6), ("sigmoid", SIGMOID), ("hardsigmoid", HARDSIGMOID),
-        ("silu", SILU), ("hardswish", HARDSWISH), ("gelu", GELU), ("tanh", TANH), ("leaky_relu", LEAKY_RELU),
-    )
-}  # fmt: skip
-# the activations the kernels apply ("none" and names of archc.ir.activations.ACTIVATIONS)
-KERNEL_ACTS: tuple[str, ...] = tuple(CODES)
 
 
 @triton.jit
@@ -165,8 +159,8 @@ class KernelAct:
     def code(self) -> int:
         """The constexpr ACT of `act` / `act_grad`."""
         if self.name == "gelu" and self.approximate == "tanh":
-            return GELU_TANH.value
-        return CODES[self.name]
+            return GELU_TANH_CODE
+        return ACT_CODES[self.name]
 
     @property
     def slope(self) -> float:
@@ -206,7 +200,7 @@ def kernel_act(name: str, negative_slope: float = 0.01, approximate: str = "none
         ValueError: an activation the kernels do not cover, a keyword the activation does not
             take set to a non-default value, or a value its checker refuses.
     """
-    if name not in CODES:
+    if name not in ACT_CODES:
         raise ValueError(f"the Triton kernels apply {', '.join(KERNEL_ACTS)}; got act={name!r}")
     given = {"negative_slope": negative_slope, "approximate": approximate}
     defaults = {"negative_slope": 0.01, "approximate": "none"}
@@ -221,3 +215,6 @@ def kernel_act(name: str, negative_slope: float = 0.01, approximate: str = "none
     except OpProblem as e:
         raise ValueError(f"act={name!r}: {e.message}") from None
     return KernelAct(name, float(negative_slope), approximate, fn)
+
+
+RELU_ACT = kernel_act("relu")  # the default of the ops (BNAct's, and the IR's bn_act)

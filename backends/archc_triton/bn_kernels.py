@@ -29,9 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from archc_triton.act_kernels import KernelAct, act, act_grad, kernel_act
-
-RELU = kernel_act("relu")
+from archc_triton.act_kernels import RELU_ACT, KernelAct, act, act_grad
 
 # Tiles hold at most this many elements: enough work per program on a GPU, and few
 # enough registers per thread at num_warps=4.
@@ -410,7 +408,7 @@ def forward(
     bias: torch.Tensor,
     eps: float,
     from_var: bool,
-    act: KernelAct = RELU,
+    act: KernelAct = RELU_ACT,
 ) -> torch.Tensor:
     """y = act(gamma * (x - mean) * invstd + beta [+ residual]) on [M, C] rows.
 
@@ -453,7 +451,7 @@ def backward(
     batch_stats: bool,
     need: tuple[bool, bool, bool],
     *,
-    act: KernelAct = RELU,
+    act: KernelAct = RELU_ACT,
     y_mask: bool = False,
     block_m: int | None = None,
     max_splits: int | None = None,

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from archc_triton.act_kernels import KernelAct, kernel_act
-
-RELU = kernel_act("relu")
+from archc_triton.act_kernels import RELU_ACT, KernelAct
 
 
 def batch_stats(
@@ -66,7 +64,7 @@ def forward(
     bias: torch.Tensor,
     eps: float,
     from_var: bool,
-    act: KernelAct = RELU,
+    act: KernelAct = RELU_ACT,
 ) -> torch.Tensor:
     """y = act(gamma * (x - mean) * invstd + beta [+ residual]), as bn_kernels.forward."""
     _, scale, beta = _scale_shift(x, stat, weight, bias, eps, from_var)
@@ -99,7 +97,7 @@ def backward(
     batch_stats: bool,
     need: tuple[bool, bool, bool],
     *,
-    act: KernelAct = RELU,
+    act: KernelAct = RELU_ACT,
     y_mask: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of `forward`, recomputing the pre-activation from x (and the residual), as bn_kernels.backward.
