@@ -6,10 +6,11 @@ parameter and buffer names of nn.BatchNorm2d / nn.Conv2d so checkpoints move
 freely between backends. A `bn_act` without residual whose only reader is a conv runs
 together with that conv as the BN-act-conv unit (`bn_act_conv_unit`), which keeps the BN
 input instead of the activation for backward (archc_triton.bn_act_conv). The kernels apply
-every activation of archc.ir.activations' table (archc_triton.act_kernels.KERNEL_ACTS, in
-the BN and the conv epilogue kernels alike); an activation outside that list (one added to
-the table later) lowers to the torch form: nn.BatchNorm2d and the activation's expression
-for a `bn_act`, FusedConv with no activation followed by the expression for a `fused_conv`.
+every activation of archc.ir.activations' table (KERNEL_ACTS below, in the BN and the
+conv epilogue kernels alike, through archc_triton.act_kernels); an activation outside that
+list (one added to the table later) lowers to the torch form: nn.BatchNorm2d and the
+activation's expression for a `bn_act`, FusedConv with no activation followed by the
+expression for a `fused_conv`.
 """
 
 from __future__ import annotations

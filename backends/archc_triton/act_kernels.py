@@ -27,7 +27,7 @@ puts inputs exactly on them):
     tanh         1 - t^2, t = tanh(z)
     leaky_relu   1 if z > 0 else slope                    (slope at z = 0)
 
-The helpers call only Triton builtins (tl.exp, tl.erf, tl.where, tl.maximum, tl.minimum),
+The helpers call only Triton builtins (tl.exp, tl.erf, tl.abs, tl.where, tl.maximum, tl.minimum),
 not library jit functions such as tl.sigmoid: see archc_triton.conv_kernels on why.
 Triton 3.x has no tanh builtin outside the CUDA libdevice, so tanh is
 sign(z) (1 - e) / (1 + e) with e = exp(-2|z|), within float32 rounding of torch.tanh in
