@@ -328,11 +328,18 @@ class Graph:
                 raise LintError(f"{node.name}: unknown op {node.op!r}")
             if not spec.accepts(len(node.inputs)):
                 raise LintError(f"{node.name}: {node.op} takes {spec.arity_text()} inputs, has {len(node.inputs)}")
-            edges = [(k, u) for u, keys in pred[node.name].items() for k in keys]
-            edges.sort()
-            if edges != list(enumerate(node.inputs)):
+            # the edges are exactly the inputs: as many, and input slot i from inputs[i]
+            slots = pred[node.name]
+            agree = sum(map(len, slots.values())) == len(node.inputs)
+            for i, src in enumerate(node.inputs):
+                agree = agree and src in slots and i in slots[src]
+            if not agree:
+                edges = sorted((k, u) for u, keys in slots.items() for k in keys)
                 raise LintError(f"{node.name}: edges {edges} disagree with inputs {node.inputs}")
-            if not node.shape or any((not isinstance(d, int)) or d < 1 for d in node.shape):
+            bad = not node.shape
+            for d in node.shape:
+                bad = bad or not isinstance(d, int) or d < 1
+            if bad:
                 raise LintError(f"{node.name}: bad shape {node.shape}")
             if node.op != "input":
                 ins = [self._nodes[i].shape for i in node.inputs]
