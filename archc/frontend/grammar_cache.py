@@ -42,6 +42,12 @@ def cache_name(text: str, options: dict[str, Any]) -> str:
     return f"grammar-{hashlib.sha256(key.encode()).hexdigest()[:24]}.lark-tables"
 
 
+def cache_file(text: str, options: dict[str, Any]) -> Path | None:
+    """Where the tables of grammar `text` with `options` are (or would be) cached; None without a cache."""
+    folder = cache_dir()
+    return None if folder is None else folder / cache_name(text, options)
+
+
 def cached_lark(text: str, **options: Any) -> Lark:
     """`Lark(text, parser="lalr", **options)`, its tables read from the user's cache when there.
 
@@ -52,8 +58,7 @@ def cached_lark(text: str, **options: Any) -> Lark:
     Returns:
         The parser.
     """
-    folder = cache_dir()
-    path = None if folder is None else folder / cache_name(text, options)
+    path = cache_file(text, options)
     if path is not None and path.is_file():
         try:
             with path.open("rb") as f:

@@ -43,15 +43,14 @@ _TERMINAL_WORDS = {
 KEYWORDS = frozenset("use block net input output cut repeat as named from if elif else and or not true false".split())
 
 
+# the Lark options besides the LALR parser; expr: the expressions inside computed names ("layer{i + 1}")
+LARK_OPTIONS = {"start": ["start", "expr"], "propagate_positions": True, "maybe_placeholders": True}
+
+
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
     # the LALR tables come from the user's cache when a process has built them before
-    return cached_lark(
-        _GRAMMAR.read_text(),
-        start=["start", "expr"],  # expr: the expressions inside computed names ("layer{i + 1}")
-        propagate_positions=True,
-        maybe_placeholders=True,
-    )
+    return cached_lark(_GRAMMAR.read_text(), **LARK_OPTIONS)
 
 
 def body_labels(stmts: tuple[ast.Stmt, ...]) -> set[str]:

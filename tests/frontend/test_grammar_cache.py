@@ -11,10 +11,10 @@ from lark import Lark
 
 from archc.errors import SpecSyntaxError
 from archc.frontend import grammar_cache, parser
-from archc.frontend.grammar_cache import cache_dir, cache_name, cached_lark
+from archc.frontend.grammar_cache import cache_dir, cache_file, cache_name, cached_lark
 
 TEXT = parser._GRAMMAR.read_text()
-OPTIONS = {"start": ["start", "expr"], "propagate_positions": True, "maybe_placeholders": True}
+OPTIONS = parser.LARK_OPTIONS
 BROKEN = "net n() {\n  input 3x8x8\n  conv(3x3 8)\n}\n"
 
 
@@ -38,6 +38,8 @@ def parse_with(tables: Lark, text: str, monkeypatch: pytest.MonkeyPatch) -> obje
 
 
 def test_the_tables_are_built_once_then_read_back(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cache_file(TEXT, OPTIONS) == cache / cache_name(TEXT, OPTIONS)
+    assert not cache_file(TEXT, OPTIONS).exists()
     cached_lark(TEXT, **OPTIONS)
     assert [p.name for p in cache.iterdir()] == [cache_name(TEXT, OPTIONS)]
 
