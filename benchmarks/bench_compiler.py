@@ -3,8 +3,9 @@
 Measures, on the machine it runs on:
 
   a. parse + elaborate + passes of specs/cifar/resnet1202.arch (about 4,200 nodes), in a
-     fresh process: the first (cold) run, which includes building the lark grammar, and
-     the median of the runs after it.
+     fresh process: the first (cold) run, which includes building the lark grammar (or
+     reading its LALR tables from the per-user cache; the report says which), and the
+     median of the runs after it.
   b. ``archc.compile("specs/resnet152.arch")`` against constructing the hand-written
      reference ResNet-152 of tests/reference_resnet.py. The reference has no weight
      init of its own, so the benchmark applies the init that archc's generated module
