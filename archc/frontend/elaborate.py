@@ -54,6 +54,8 @@ class Elaborator:
         self.stack: list[str] = []
         self._locs: dict[int, str] = {}
         self._label_cache: dict[int, frozenset[str]] = {}
+        # what a layer (by op name) or a block (by id) binds against, with its usage hint: made once
+        self._callees: dict[str | int, Callee] = {}
         self.budget = limits.Budget(limits.current(), max_nodes, STEPS_PER_NODE)
         self.outputs: dict[str, tuple[str, Loc]] = {}
         self.cut: dict | None = None
@@ -361,8 +363,11 @@ class Elaborator:
 
     def _layer(self, s: ast.Call, scope: Scope) -> None:
         spec = OPS[s.name]
-        sig = layer_signature(s.name)
-        callee = Callee(f"'{s.name}'", list(spec.attrs), spec.positional, True, sig)
+        callee = self._callees.get(s.name)
+        if callee is None:
+            callee = Callee(f"'{s.name}'", list(spec.attrs), spec.positional, True, layer_signature(s.name))
+            self._callees[s.name] = callee
+        sig = callee.signature
         given, where = bind_args(callee, s.args, lambda e: self.ev.eval(e, scope.env))
         try:
             attrs = spec.check_attrs(given)
@@ -388,12 +393,13 @@ class Elaborator:
                 hint="flatten the block structure",
             )
         self._step(s.loc)
-        sig = block_signature(block)
-        params = [p.name for p in block.params]
-        given, where = bind_args(
-            Callee(f"block '{block.name}'", params, params, False, sig), s.args, lambda e: self.ev.eval(e, scope.env)
-        )
-        env = block_env(block, given, where, s.loc, self.ev, sig)
+        callee = self._callees.get(id(block))
+        if callee is None:
+            params = [p.name for p in block.params]
+            callee = Callee(f"block '{block.name}'", params, params, False, block_signature(block))
+            self._callees[id(block)] = callee
+        given, where = bind_args(callee, s.args, lambda e: self.ev.eval(e, scope.env))
+        env = block_env(block, given, where, s.loc, self.ev, callee.signature)
         self._bind_input(env)
         if s.label is not None:
             ns = self._child(s, scope, s.name, self._labels(block.body))

@@ -12,6 +12,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from archc.errors import ArchcError, Loc, Source, SpecSyntaxError
 from archc.frontend import ast
+from archc.frontend.grammar_cache import cached_lark
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -42,15 +43,14 @@ _TERMINAL_WORDS = {
 KEYWORDS = frozenset("use block net input output cut repeat as named from if elif else and or not true false".split())
 
 
+# the Lark options besides the LALR parser; expr: the expressions inside computed names ("layer{i + 1}")
+LARK_OPTIONS = {"start": ["start", "expr"], "propagate_positions": True, "maybe_placeholders": True}
+
+
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(
-        _GRAMMAR.read_text(),
-        parser="lalr",
-        start=["start", "expr"],  # expr: the expressions inside computed names ("layer{i + 1}")
-        propagate_positions=True,
-        maybe_placeholders=True,
-    )
+    # the LALR tables come from the user's cache when a process has built them before
+    return cached_lark(_GRAMMAR.read_text(), **LARK_OPTIONS)
 
 
 def body_labels(stmts: tuple[ast.Stmt, ...]) -> set[str]:

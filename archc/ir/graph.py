@@ -5,8 +5,10 @@ Only this package touches networkx; passes, backends and the CLI use Graph metho
 
 from __future__ import annotations
 
+import heapq
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +68,8 @@ class Graph:
     def __init__(self, name: str) -> None:
         self.name = name
         self._g = nx.MultiDiGraph()
+        # name -> Node, in creation order; the hot lookups skip networkx's node views
+        self._nodes: dict[str, Node] = {}
         self._order: dict[str, int] = {}
         self._next = 0
         self.outputs: list[str] = []
@@ -73,6 +77,7 @@ class Graph:
         self.output_names: list[str] = []
         self.meta: dict[str, Any] = {}
         self._sorted: list[Node] | None = None  # topological order, dropped on every mutation
+        self._touched: set[str] | None = None  # names whose node or users changed, while recording
 
     # --- building
     def add_node(
@@ -91,7 +96,7 @@ class Graph:
         Raises:
             LintError: the name is taken or an input is missing.
         """
-        if name in self._g:
+        if name in self._nodes:
             raise LintError(f"duplicate node name {name!r}")
         spec = OPS[op]
         ins = [self.node(i).shape for i in inputs]
@@ -103,9 +108,11 @@ class Graph:
         self._g.add_node(name, node=node)
         for slot, src in enumerate(inputs):
             self._g.add_edge(src, name, key=slot)
+        self._nodes[name] = node
         self._order[name] = self._next
         self._next += 1
         self._sorted = None
+        self._touch(name, *inputs)
         return node
 
     def remove_node(self, name: str) -> None:
@@ -114,9 +121,11 @@ class Graph:
         Raises:
             LintError: the node still has users or is an output.
         """
-        if self.users(name) or name in self.outputs:
+        if self._g._succ[name] or name in self.outputs:
             raise LintError(f"cannot remove {name!r}: it is still used")
+        self._touch(name, *self._g._pred[name])
         self._g.remove_node(name)
+        del self._nodes[name]
         del self._order[name]
         self._sorted = None
 
@@ -134,12 +143,16 @@ class Graph:
         attrs, shape = infer_node(op, attrs, ins)
         if shape != node.shape:
             raise LintError(f"rewrite of {name!r} changes its shape {node.shape} -> {shape}")
-        for src, _, key in list(self._g.in_edges(name, keys=True)):
-            self._g.remove_edge(src, name, key=key)
-        for slot, src in enumerate(inputs):
-            if src not in self._g:
+        for src in inputs:
+            if src not in self._nodes:
                 raise LintError(f"rewrite of {name!r}: no input {src!r}")
+        old = list(self._g._pred[name])
+        for src, keys in list(self._g._pred[name].items()):
+            for key in list(keys):
+                self._g.remove_edge(src, name, key=key)
+        for slot, src in enumerate(inputs):
             self._g.add_edge(src, name, key=slot)
+        self._touch(name, *old, *inputs)
         node.op, node.inputs, node.attrs = op, tuple(inputs), attrs
         node.params = spec.params(attrs, ins, shape)
         node.macs = spec.macs(attrs, ins, shape)
@@ -148,32 +161,70 @@ class Graph:
 
     def replace_all_uses(self, old: str, new: str) -> None:
         """Make every user of `old` (and the outputs) read `new` instead."""
-        for user in self.users(old):
-            node = self.node(user)
+        users = self.users(old)
+        for user in users:
+            node = self._nodes[user]
             node.inputs = tuple(new if i == old else i for i in node.inputs)
-            for key in [k for _, _, k in self._g.out_edges(old, keys=True) if _ == user]:
+            for key in list(self._g._succ[old][user]):
                 self._g.remove_edge(old, user, key=key)
                 self._g.add_edge(new, user, key=key)
         self._sorted = None
+        self._touch(old, new, *users)
         self.outputs = [new if o == old else o for o in self.outputs]
         cut = self.meta.get("cut")
         if cut and cut.get("node") == old:
             self.meta["cut"] = {**cut, "node": new}
 
+    def _touch(self, *names: str) -> None:
+        if self._touched is not None:
+            self._touched.update(names)
+
+    @contextmanager
+    def recording(self) -> Iterator[set[str]]:
+        """Collect, while the block runs, the names of nodes whose op, attributes, inputs or users change.
+
+        A node added, removed or rewritten is recorded, and so are the producers whose users that
+        changes (the inputs before and after) and the users `replace_all_uses` redirects. Changes made
+        by assigning to a Node's fields directly are not seen.
+
+        Yields:
+            The set of names, filled as the graph changes (removed nodes stay in it).
+        """
+        outer = self._touched
+        touched: set[str] = set()
+        self._touched = touched
+        try:
+            yield touched
+        finally:
+            self._touched = outer
+            if outer is not None:
+                outer |= touched
+
+    def downstream(self, names: Iterable[str], depth: int) -> set[str]:
+        """The nodes among `names` still in the graph, and every node at most `depth` uses below one."""
+        succ = self._g._succ
+        seen = {n for n in names if n in self._nodes}
+        frontier = list(seen)
+        for _ in range(depth):
+            nxt = [u for n in frontier for u in succ[n] if u not in seen]
+            seen.update(nxt)
+            frontier = nxt
+        return seen
+
     # --- queries
     def node(self, name: str) -> Node:
         """Return the node called `name`."""
-        return self._g.nodes[name]["node"]
+        return self._nodes[name]
 
     def index(self, name: str) -> int:
         """When `name` was created, relative to the other nodes (rewrites keep it)."""
         return self._order[name]
 
     def __contains__(self, name: str) -> bool:
-        return name in self._g
+        return name in self._nodes
 
     def __len__(self) -> int:
-        return self._g.number_of_nodes()
+        return len(self._nodes)
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes())
@@ -181,19 +232,46 @@ class Graph:
     def nodes(self) -> list[Node]:
         """All nodes in a deterministic topological order (ties broken by creation order)."""
         if self._sorted is None:
-            order = nx.lexicographical_topological_sort(self._g, key=self._order.__getitem__)
-            self._sorted = [self._g.nodes[n]["node"] for n in order]
+            self._sorted = [self._nodes[n] for n in self._topological()]
         return list(self._sorted)
+
+    def _topological(self) -> list[str]:
+        """The topological order that always takes the earliest-created ready node next.
+
+        Raises:
+            networkx.NetworkXUnfeasible: the graph has a cycle.
+        """
+        order, pred = self._order, self._g._pred
+        created = list(self._nodes)  # creation order: a dict keeps insertion order
+        # usually every edge runs from an older node to a newer one, and creation order is the answer
+        if all(order[p] < order[n] for n in created for p in pred[n]):
+            return created
+        # otherwise Kahn's algorithm with a heap on creation index; an edge per input slot counts
+        waiting = {n: sum(len(keys) for keys in pred[n].values()) for n in created}
+        ready = [(order[n], n) for n in created if not waiting[n]]
+        heapq.heapify(ready)
+        out: list[str] = []
+        succ = self._g._succ
+        while ready:
+            _, name = heapq.heappop(ready)
+            out.append(name)
+            for user, keys in succ[name].items():
+                waiting[user] -= len(keys)
+                if not waiting[user]:
+                    heapq.heappush(ready, (order[user], user))
+        if len(out) != len(created):
+            raise nx.NetworkXUnfeasible(f"graph {self.name!r} contains a cycle")
+        return out
 
     def users(self, name: str) -> list[str]:
         """Names of the nodes that read `name`, in creation order, without repeats."""
-        return sorted(set(self._g.successors(name)), key=self._order.__getitem__)
+        return sorted(self._g._succ[name], key=self._order.__getitem__)
 
     @property
     def input(self) -> Node:
         """The single input node."""
-        (name,) = [n for n, d in self._g.nodes(data=True) if d["node"].op == "input"]
-        return self.node(name)
+        (node,) = [n for n in self._nodes.values() if n.op == "input"]
+        return node
 
     @property
     def output(self) -> Node:
@@ -237,29 +315,39 @@ class Graph:
         if not self.outputs:
             raise LintError("graph has no outputs")
         for name in self.outputs:
-            if name not in self._g:
+            if name not in self._nodes:
                 raise LintError(f"output {name!r} is not a node")
         if self.output_names and (
             len(self.output_names) != len(self.outputs) or len(set(self.output_names)) != len(self.output_names)
         ):
             raise LintError(f"output names {self.output_names} do not name the {len(self.outputs)} outputs uniquely")
-        pred = self._g.pred  # plain adjacency dicts: much faster than the edge views
+        pred = self._g._pred  # plain adjacency dicts: much faster than the edge views
         for node in nodes:
             spec = OPS.get(node.op)
             if spec is None:
                 raise LintError(f"{node.name}: unknown op {node.op!r}")
             if not spec.accepts(len(node.inputs)):
                 raise LintError(f"{node.name}: {node.op} takes {spec.arity_text()} inputs, has {len(node.inputs)}")
-            edges = sorted((k, u) for u, keys in pred[node.name].items() for k in keys)
-            if edges != list(enumerate(node.inputs)):
+            # the edges are exactly the inputs: as many, and input slot i from inputs[i]
+            slots = pred[node.name]
+            agree = sum(map(len, slots.values())) == len(node.inputs)
+            for i, src in enumerate(node.inputs):
+                agree = agree and src in slots and i in slots[src]
+            if not agree:
+                edges = sorted((k, u) for u, keys in slots.items() for k in keys)
                 raise LintError(f"{node.name}: edges {edges} disagree with inputs {node.inputs}")
-            if not node.shape or any((not isinstance(d, int)) or d < 1 for d in node.shape):
+            bad = not node.shape
+            for d in node.shape:
+                bad = bad or not isinstance(d, int) or d < 1
+            if bad:
                 raise LintError(f"{node.name}: bad shape {node.shape}")
             if node.op != "input":
-                ins = [self.node(i).shape for i in node.inputs]
-                if spec.resolve(node.attrs, ins) != node.attrs:
+                ins = [self._nodes[i].shape for i in node.inputs]
+                resolved = spec.resolve(node.attrs, ins)
+                if resolved != node.attrs:
                     raise LintError(f"{node.name}: attributes {node.attrs} lack derived values")
-                expected = spec.infer(node.attrs, ins)
+                # spec.infer(attrs) is spec.shape(resolve(attrs)): the resolved attributes are at hand
+                expected = spec.shape(resolved, ins)
                 if tuple(expected) != node.shape:
                     raise LintError(
                         f"{node.name}: shape {describe(node.shape)} but {node.op} infers {describe(expected)}"

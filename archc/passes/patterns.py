@@ -16,6 +16,10 @@ built in rather than repeated in every rule:
 
 The driver sweeps graph.nodes() (a deterministic topological order), trying the table's rules in
 order at each node, and sweeps again until a sweep rewrites nothing: same graph, same result.
+A rule looks only at the nodes its pattern reaches (the root, its inputs down to the pattern's
+depth, and their users), so a node where nothing fired stays settled until a rewrite changes a
+node within that reach above it; later sweeps try only the unsettled nodes, in the same order,
+which rewrites exactly what full sweeps would.
 """
 
 from __future__ import annotations
@@ -63,6 +67,10 @@ class Pattern:
     def accepts(self, node: Node) -> bool:
         """The node's own op and predicate fit (its inputs are not looked at)."""
         return (not self.ops or node.op in self.ops) and (self.test is None or self.test(node))
+
+    def depth(self) -> int:
+        """How many inputs deep the pattern looks below its root (a wildcard is one input down)."""
+        return 1 + max((p.depth() for p in self.inputs), default=0) if self.inputs else 0
 
 
 def pat(op: str | Iterable[str] | Callable[[Node], bool], *inputs: Pattern, name: str | None = None) -> Pattern:
@@ -160,8 +168,12 @@ class Rule:
         name: for messages and tests.
         pattern: rooted at the consumer.
         rewrite: (graph, match) -> the node now standing for the root, or None when it does not
-            apply (the graph is then untouched).
+            apply (the graph is then untouched). It changes the graph through Graph methods only.
         where: a predicate on the Match, tried before the rewrite.
+
+    `where` and `rewrite` decide from the matched nodes (and the nodes they read and their users),
+    never from nodes further away: the driver retries a node only when something within the
+    pattern's reach changed.
     """
 
     name: str
@@ -197,6 +209,11 @@ def fuse_into(graph: Graph, m: Match, keep: Node, op: str, inputs: tuple[str, ..
 def rewrite_fixed_point(graph: Graph, rules: list[Rule]) -> int:
     """Apply `rules` until none fires: each sweep visits graph.nodes() and tries the rules in order.
 
+    A sweep skips the nodes that are settled: tried since the last change within the rules' reach
+    (see Rule) with nothing firing. Trying them again could not fire, so the result, and the order
+    of the rewrites, is that of full sweeps; the sweep after the last rewrite is not needed when
+    every node is settled.
+
     Args:
         graph: rewritten in place.
         rules: the table; at a node the first rule that rewrites wins.
@@ -207,17 +224,30 @@ def rewrite_fixed_point(graph: Graph, rules: list[Rule]) -> int:
     Raises:
         LintError: the table still fires after MAX_SWEEPS sweeps (rules that undo each other).
     """
+    reach = max((r.pattern.depth() for r in rules), default=0)
+    unsettled = {n.name for n in graph.nodes()}
     total = 0
-    for _ in range(MAX_SWEEPS):
-        fired = 0
-        for node in graph.nodes():
-            if node.name not in graph:  # swallowed by an earlier rewrite in this sweep
-                continue
-            for rule in rules:
-                if rule.apply(graph, graph.node(node.name)) is not None:
-                    fired += 1
-                    break
-        if not fired:
-            return total
-        total += fired
+    with graph.recording() as touched:
+        for _ in range(MAX_SWEEPS):
+            if not unsettled:
+                return total
+            fired = 0
+            for node in graph.nodes():
+                # swallowed by an earlier rewrite in this sweep, or settled
+                if node.name not in unsettled or node.name not in graph:
+                    continue
+                unsettled.discard(node.name)
+                node = graph.node(node.name)
+                for rule in rules:
+                    # the root's own op is the cheapest test, done before any matching starts
+                    if rule.pattern.accepts(node) and rule.apply(graph, node) is not None:
+                        fired += 1
+                        break
+                if touched:
+                    # a changed node unsettles every node that reaches it within `reach` inputs
+                    unsettled |= graph.downstream(touched, reach)
+                    touched.clear()
+            if not fired:
+                return total
+            total += fired
     raise LintError(f"rules {[r.name for r in rules]} reach no fixed point in {MAX_SWEEPS} sweeps")

@@ -137,3 +137,30 @@ def test_lint_rejects_a_cycle() -> None:
     g.replace_all_uses("conv", "relu")  # bn now reads relu, which reads bn
     with pytest.raises(LintError, match="cycle"):
         g.lint()
+
+
+def test_nodes_take_the_earliest_created_ready_node_when_creation_order_is_not_topological() -> None:
+    g = small_graph()
+    g.add_node("late", "relu", ("input",), {}, (4, 8, 8))
+    g.rewrite("add", "add", ("relu", "late"), {})  # add (older) now reads late (newer)
+    g.rewrite("bn", "bn", ("late",), dict(g.node("bn").attrs))  # and so does bn; conv has no user left
+    order = [n.name for n in g.nodes()]
+    assert order == ["input", "conv", "late", "bn", "relu", "add"]
+    g.lint()
+
+
+def test_recording_collects_changed_nodes_and_producers_whose_users_change() -> None:
+    g = small_graph()
+    with g.recording() as touched:
+        g.add_node("late", "relu", ("input",), {}, (4, 8, 8))
+    assert touched == {"late", "input"}
+    with g.recording() as touched:
+        g.replace_all_uses("relu", "late")  # add reads late instead of relu
+    assert touched == {"relu", "late", "add"}
+    with g.recording() as touched:
+        g.remove_node("relu")
+        g.rewrite("bn", "bn", ("input",), dict(g.node("bn").attrs))
+    assert touched == {"relu", "bn", "conv", "input"}
+    g.add_node("unseen", "relu", ("input",), {}, (4, 8, 8))  # outside a recording block: not kept anywhere
+    assert g.downstream(["input"], 1) == {"input", "conv", "bn", "late", "add", "unseen"}
+    assert g.downstream(["conv", "gone"], 0) == {"conv"}

@@ -181,3 +181,99 @@ def test_rules_that_undo_each_other_are_a_lint_error() -> None:
     table = [Rule("relu_to_identity", pat("relu"), to("identity")), Rule("back", pat("identity"), to("relu"))]
     with pytest.raises(LintError, match="no fixed point"):
         through(NO_BN, table)
+
+
+# the conv feeds its BN and, as the block's input, the add: not foldable until the add stops reading it
+SHARED_TAIL = """
+block bn_add() {
+  b: bn
+  add
+}
+net shared_tail(input_size=3x8x8) {
+  input input_size
+  c: conv(3x3, 3)
+  blk: bn_add
+  head: conv(1x1, 2)
+  t1: relu
+  t2: relu
+  t3: relu
+  t4: relu
+}
+"""
+
+
+def _unshare(graph: Graph, m: Match) -> Node:
+    # the add reads the net's input instead of the conv (same shape), leaving the conv one user
+    return graph.rewrite(m.root.name, "add", (m["m"].name, "input"), {})
+
+
+UNSHARE = Rule("unshare", pat("add", ANY("m"), ANY()), _unshare, where=lambda m: m.root.inputs == ("blk.b", "c"))
+
+
+def full_sweeps(graph: Graph, rules: list[Rule]) -> int:
+    """The driver without settled nodes: every sweep tries every node, until a sweep rewrites nothing."""
+    total = 0
+    while True:
+        fired = 0
+        for node in graph.nodes():
+            if node.name in graph and any(r.apply(graph, graph.node(node.name)) is not None for r in rules):
+                fired += 1
+        if not fired:
+            return total
+        total += fired
+
+
+def test_a_rule_enabled_by_a_later_rewrite_elsewhere_still_fires() -> None:
+    # sweep 1 passes blk.b (the conv has two users), then unshares the add further down;
+    # the conv's users changed, so blk.b is tried again and the BN folds
+    tried: list[str] = []
+    probe = Rule("probe", pat(lambda n: tried.append(n.name) or False), _unshare)
+    _, after, n = through(SHARED_TAIL, [RULES["conv_bn"], UNSHARE, probe])
+    assert n == 2 and ops(after)["c"] == "fused_conv" and after.node("c").attrs["folded_bn"] == "blk.b"
+    assert after.node("blk.add").inputs == ("c", "input")
+    # three sweeps; a node far below the changes is settled after the first: tried once, not three times
+    assert tried.count("t4") == 1 and tried.count("c") == 3
+    reference = build(SHARED_TAIL, passes=[], lower=False).graph
+    assert full_sweeps(reference, [RULES["conv_bn"], UNSHARE]) == n
+    assert reference.dump_json() == after.dump_json()
+
+
+@pytest.mark.parametrize(
+    "spec", ["specs/resnet50.arch", "specs/cifar/resnet20.arch", "specs/zoo/mobilenet_v3_large.arch"]
+)
+def test_the_driver_rewrites_what_full_sweeps_rewrite(spec: str) -> None:
+    tables = [fold_bn.RULES + fuse.EVAL_RULES, fuse.TRAIN_RULES, fold_bn.RULES]
+    for rules in tables:
+        ours, theirs = (build(spec, passes=["dce"], lower=False).graph for _ in range(2))
+        assert rewrite_fixed_point(ours, rules) == full_sweeps(theirs, rules) > 0
+        assert ours.dump_json() == theirs.dump_json()
+
+
+# the BN is two inputs above the ReLU that can fuse it, and a later ReLU also reads it
+DEEP_SHARE = """
+net deep_share(input_size=3x8x8) {
+  input input_size
+  s: conv(3x3, 3)
+  c: bn
+  -> cv
+  add
+  r: relu
+  from cv
+  l: relu
+}
+"""
+
+
+def test_a_change_two_inputs_above_a_node_unsettles_it() -> None:
+    # rerouting l leaves the BN one user; the ReLU that can now fuse it is two inputs below the BN
+    reroute = Rule(
+        "reroute",
+        pat("relu", ANY()),
+        lambda graph, m: graph.rewrite(m.root.name, "relu", ("s",), {}),
+        where=lambda m: m.root.inputs == ("c",),
+    )
+    _, after, n = through(DEEP_SHARE, [RULES["bn_add_act"], reroute])
+    assert n == 2 and ops(after)["c"] == "bn_act" and "r" not in after
+    reference = build(DEEP_SHARE, passes=[], lower=False).graph
+    assert full_sweeps(reference, [RULES["bn_add_act"], reroute]) == n
+    assert reference.dump_json() == after.dump_json()
