@@ -186,6 +186,28 @@ def test_new_weights_rebuild_the_session() -> None:
         _assert_close(got(x), want(x))
 
 
+def test_split_batch() -> None:
+    """A batch of at least `threads` samples runs in slices through a one-thread session; a smaller one does not."""
+    overrides = {"input_size": "3x16x16"}
+    want, got = _pair(SPECS / "detection" / "faster_rcnn_small_c4.arch", {"input_size": "3x64x64"}, threads=2)
+    x = torch.randn(5, 3, 64, 64)  # slices of 3 and 2; the net returns a dict {res4, head}
+    with torch.inference_mode():
+        _assert_close(got(x), want(x))
+        assert set(got.__dict__["_sessions"]) == {1}
+        assert got.session(1).get_session_options().intra_op_num_threads == 1
+        _assert_close(got(x[:1]), want(x[:1]))  # below `threads` samples: the two-thread session
+        assert set(got.__dict__["_sessions"]) == {1, 2} and got.__dict__["_model"] is None
+    want, got = _pair(RESNET20, overrides, threads=2, split_batch=False)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.inference_mode():
+        _assert_close(got(x), want(x))
+        assert set(got.__dict__["_sessions"]) == {2}
+        got.configure(split_batch=True)  # rebuilt for the new options: now in slices
+        _assert_close(got(x), want(x))
+        assert set(got.__dict__["_sessions"]) == {1}
+    assert "split_batch=False" in repr(_pair(RESNET20, overrides, split_batch=False)[1])
+
+
 def test_session_options() -> None:
     import onnxruntime as ort
 
