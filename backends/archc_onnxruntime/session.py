@@ -9,10 +9,11 @@ the one `archc export` uses) and builds an InferenceSession from the file.
 
 A batch of at least `threads` samples is split into `threads` slices run at once, one per
 Python thread, through a session with one intra-op thread (`split_batch`): each thread
-then runs whole layers without waiting for the others after every op, which measured
-1.07-1.10x faster than one session with `threads` intra-op threads on ResNet-50 at batch 8
-on a shared 2-core machine (BENCHMARKS.md, issue 13). Smaller batches use the multi-thread
-session. onnxruntime releases the GIL while it runs, and a session may run concurrently.
+then runs whole layers without waiting for the others after every op. On ResNet-50 at
+batch 8 on a shared 2-core machine that measured 1.05x and 1.09x one session with two
+intra-op threads (medians of paired rounds; 0.99x in a third run: BENCHMARKS.md, issue 13).
+Smaller batches use the multi-thread session. onnxruntime releases the GIL while it runs,
+and a session may run concurrently.
 """
 
 from __future__ import annotations
@@ -206,20 +207,23 @@ class OrtModule(nn.Module):
         """The InferenceSession with `threads` intra-op threads (default: threads()), built when needed.
 
         A change of weights (or a configure()) exports the network again and drops the old sessions. The
-        exported file's bytes are kept until both sessions forward() uses (one thread, threads()) exist.
+        exported file's bytes are kept until both sessions forward() uses (one thread, threads()) exist; a
+        session for another thread count after that exports again.
         """
         import onnxruntime as ort
 
         threads = threads or self.threads()
         stamp = self._fingerprint()
-        if stamp != self.__dict__["_stamp"]:
-            self._drop_sessions()  # free the old ones first: each holds a copy of the weights
+        sessions = self.__dict__["_sessions"]
+        if stamp != self.__dict__["_stamp"] or (threads not in sessions and self.__dict__["_model"] is None):
+            if stamp != self.__dict__["_stamp"]:
+                self._drop_sessions()  # free the old ones first: each holds a copy of the weights
+                sessions = self.__dict__["_sessions"]
             with tempfile.TemporaryDirectory(prefix="archc-ort-") as tmp:
                 path = Path(tmp) / f"{self.graph_name}.onnx"
                 self.export(path)
                 self.__dict__["_model"] = path.read_bytes()
             self.__dict__["_stamp"] = stamp
-        sessions = self.__dict__["_sessions"]
         if threads not in sessions:
             try:
                 sessions[threads] = ort.InferenceSession(
@@ -227,7 +231,7 @@ class OrtModule(nn.Module):
                 )
             except Exception as exc:  # onnxruntime's own errors (a bad provider, an unsupported op)
                 raise BackendError(f"onnxruntime could not load the exported network: {exc}") from exc
-            if len(sessions) == 2:  # both kinds forward() uses exist: the file is not needed again
+            if {1, self.threads()} <= set(sessions):  # both kinds forward() uses exist
                 self.__dict__["_model"] = None
         return sessions[threads]
 

@@ -205,6 +205,10 @@ def test_split_batch() -> None:
         got.configure(split_batch=True)  # rebuilt for the new options: now in slices
         _assert_close(got(x), want(x))
         assert set(got.__dict__["_sessions"]) == {1}
+        _assert_close(got(x[:1]), want(x[:1]))
+        assert got.__dict__["_model"] is None  # both sessions exist: the file's bytes are dropped
+        assert got.session(3).get_session_options().intra_op_num_threads == 3  # exported again
+        _assert_close(got(x), want(x))
     assert "split_batch=False" in repr(_pair(RESNET20, overrides, split_batch=False)[1])
 
 
