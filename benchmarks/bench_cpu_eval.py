@@ -1,8 +1,10 @@
 """CPU inference benchmark: archc's eval pipeline (torch and onnxruntime backends) against its peers.
 
 Per net (ResNet-50 and ResNet-18 by default) and batch size (1 and 8), float32, 224x224,
-every candidate runs the same NCHW batch, in turns (one forward of each, repeated), after
-warm-up runs of each. Reported per candidate: median and minimum ms per batch, img/s (from
+every candidate runs the same NCHW batch, in turns (one forward of each, repeated; every
+other round in reverse order, so no candidate always runs right after the same one: a
+runtime whose threads spin on after its call slows whoever comes next), after warm-up
+runs of each. Reported per candidate: median and minimum ms per batch, img/s (from
 the median), the ratio of medians against eager NCHW and against onnxruntime on the eager
 export, and the largest absolute difference of its output from eager NCHW's. The load
 average is recorded before and after each table (the machine may be shared).
@@ -17,7 +19,11 @@ average is recorded before and after each table (the machine may be shared).
 * archc[torch]: `archc.compile(spec, mode="eval", weights=...)`: BN folded into the convs,
   ReLU and residual adds fused into one oneDNN call per conv, channels_last.
 * archc[onnxruntime]: the same eval graph through the onnxruntime backend (archc's ONNX
-  export of the folded, fused graph, run by an InferenceSession).
+  export of the folded, fused graph, run by an InferenceSession) with its defaults: idle
+  spinning off, and a batch of at least `--threads` samples split into one slice per thread,
+  each run through a one-thread session. A second row turns that split off
+  (`split_batch=False`): it separates what the split does at batch 8 (at batch 1 the rows
+  run the same session).
 * onnxruntime (eager export): the eager module exported by the same exporter
   (`archc.onnx_export.export_onnx`) and run by an InferenceSession with onnxruntime's
   defaults except the thread count: what a user who deploys with onnxruntime gets. A second
@@ -76,6 +82,7 @@ DEPTHS = {f"resnet{d}": d for d in ref.IMAGENET_LAYERS}
 EAGER, PEER = "eager NCHW", "onnxruntime (eager export)"
 PEER_QUIET = "onnxruntime (eager export, spinning off)"
 ARCHC = ("archc[torch]", "archc[onnxruntime]")
+ARCHC_UNSPLIT = "archc[onnxruntime], split_batch off"
 
 Runner = Callable[[torch.Tensor], Any]
 
@@ -143,6 +150,15 @@ def build(
         ao(x)  # export + session: the backend builds them on the first call
     info["build_s"]["archc[onnxruntime]"] = time.perf_counter() - t
     runners["archc[onnxruntime]"] = ao
+    unsplit = archc.compile(
+        spec,
+        mode="eval",
+        overrides=overrides,
+        weights=state,
+        backend="onnxruntime",
+        backend_options={"threads": threads, "split_batch": False},
+    )
+    runners[ARCHC_UNSPLIT] = unsplit
 
     peer_path = tmp / f"{name}_eager.onnx"
     t = time.perf_counter()
@@ -204,8 +220,8 @@ def measure(runners: dict[str, Runner], x: torch.Tensor, runs: int, warmup: int)
         for _ in range(warmup):
             for k in names:
                 runners[k](x)
-        for _ in range(runs):
-            for k in names:
+        for i in range(runs):
+            for k in names if i % 2 == 0 else names[::-1]:
                 t = time.perf_counter()
                 runners[k](x)
                 times[k].append(time.perf_counter() - t)

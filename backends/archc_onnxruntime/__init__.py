@@ -136,7 +136,7 @@ class OnnxRuntimeBackend:
         Args:
             graph: an eval graph (after fold_bn).
             origin: the spec's name.
-            options: session options: threads, inter_threads, optimization, spinning, exporter, opset,
+            options: session options: threads, inter_threads, optimization, spinning, split_batch, exporter, opset,
                 providers, session_options (see `OrtModule.configure`).
 
         Raises:

@@ -6,15 +6,25 @@ weights into it as into any backend's module. On the first call, and again after
 parameter or buffer changed (a `load_state_dict`, an in-place edit: each tensor's version
 counter moves), it exports those layers to ONNX with archc's exporter (`archc.onnx_export`,
 the one `archc export` uses) and builds an InferenceSession from the file.
+
+A batch of at least `threads` samples is split into `threads` slices run at once, one per
+Python thread, through a session with one intra-op thread (`split_batch`): each thread
+then runs whole layers without waiting for the others after every op. On ResNet-50 at
+batch 8 on a shared 2-core machine that measured 1.05x and 1.09x one session with two
+intra-op threads (medians of paired rounds; 0.99x in a third run: BENCHMARKS.md, issue 13).
+Smaller batches use the multi-thread session. onnxruntime releases the GIL while it runs,
+and a session may run concurrently.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "inter_threads": None,
     "optimization": "all",
     "spinning": False,
+    "split_batch": True,
     "exporter": "dynamo",
     "opset": None,
     "providers": ("CPUExecutionProvider",),
@@ -80,6 +91,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         cfg["providers"] = (cfg["providers"],)
     cfg["providers"] = tuple(cfg["providers"])
     cfg["spinning"] = bool(cfg["spinning"])
+    cfg["split_batch"] = bool(cfg["split_batch"])
     return cfg
 
 
@@ -103,8 +115,10 @@ class OrtModule(nn.Module):
             self.register_buffer(name, b)
         # not a submodule (its keys would be prefixed); it shares the layers registered above
         self.__dict__["_net"] = net
-        self.__dict__["_session"] = None
+        self.__dict__["_sessions"] = {}  # intra-op threads -> InferenceSession, for the weights of _stamp
+        self.__dict__["_model"] = None  # the exported file's bytes, while a session may still be built from them
         self.__dict__["_stamp"] = None
+        self.__dict__["_pool"] = None  # (workers, ThreadPoolExecutor) for split batches
         self.input_shape = tuple(graph.input.shape)
         self.outputs = output_names(graph)
         self.output_keys = list(graph.output_names)
@@ -122,6 +136,8 @@ class OrtModule(nn.Module):
             optimization: graph optimisation level: disable, basic, extended, layout or all (default).
             spinning: let idle intra-op threads spin (onnxruntime's default); off by default here, since the
                 caller's own threads (torch's) share the CPUs between calls.
+            split_batch: run a batch of at least `threads` samples as `threads` slices at once, each through a
+                one-thread session (default True; CPU provider only).
             exporter: "dynamo" (default) or "legacy", as `archc export --onnx-exporter`.
             opset: the ONNX opset (default: the exporter's).
             providers: onnxruntime execution providers (default: CPUExecutionProvider).
@@ -131,7 +147,12 @@ class OrtModule(nn.Module):
             BackendError: an unknown option or a bad value.
         """
         self.options = check_options({**{k: v for k, v in self.options.items() if v != DEFAULTS[k]}, **options})
-        self.__dict__["_session"] = None
+        self._drop_sessions()
+
+    def _drop_sessions(self) -> None:
+        self.__dict__["_sessions"] = {}
+        self.__dict__["_model"] = None
+        self.__dict__["_stamp"] = None
 
     def extra_repr(self) -> str:
         changed = {k: v for k, v in self.options.items() if v != DEFAULTS[k] and k != "session_options"}
@@ -141,7 +162,8 @@ class OrtModule(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_session"] = state["_stamp"] = None  # an InferenceSession does not pickle
+        # an InferenceSession and a thread pool do not pickle
+        state.update(_sessions={}, _model=None, _stamp=None, _pool=None)
         return state
 
     def _fingerprint(self) -> tuple[tuple[int, int], ...]:
@@ -164,38 +186,72 @@ class OrtModule(nn.Module):
                 net, self.__dict__["_graph"], x, Path(path), self.options["opset"], self.options["exporter"]
             )
 
-    def session_options(self) -> Any:
-        """The `onnxruntime.SessionOptions` the session is built with."""
+    def threads(self) -> int:
+        """The intra-op threads of the session (the `threads` option, or torch's thread count)."""
+        return self.options["threads"] or torch.get_num_threads()
+
+    def session_options(self, threads: int | None = None) -> Any:
+        """The `onnxruntime.SessionOptions` the session with `threads` intra-op threads (default: threads()) uses."""
         import onnxruntime as ort
 
         cfg = self.options
         so = cfg["session_options"] or ort.SessionOptions()
         so.graph_optimization_level = _level(cfg["optimization"])
-        so.intra_op_num_threads = cfg["threads"] or torch.get_num_threads()
+        so.intra_op_num_threads = threads or self.threads()
         if cfg["inter_threads"]:
             so.inter_op_num_threads = cfg["inter_threads"]
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg["spinning"] else "0")
         return so
 
-    def session(self) -> Any:
-        """The InferenceSession for the current weights and options, built (or rebuilt) when needed."""
+    def session(self, threads: int | None = None) -> Any:
+        """The InferenceSession with `threads` intra-op threads (default: threads()), built when needed.
+
+        A change of weights (or a configure()) exports the network again and drops the old sessions. The
+        exported file's bytes are kept until both sessions forward() uses (one thread, threads()) exist; a
+        session for another thread count after that exports again.
+        """
         import onnxruntime as ort
 
+        threads = threads or self.threads()
         stamp = self._fingerprint()
-        if self.__dict__["_session"] is None or stamp != self.__dict__["_stamp"]:
-            self.__dict__["_session"] = None  # free the old one first: a second copy of the weights
+        sessions = self.__dict__["_sessions"]
+        if stamp != self.__dict__["_stamp"] or (threads not in sessions and self.__dict__["_model"] is None):
+            if stamp != self.__dict__["_stamp"]:
+                self._drop_sessions()  # free the old ones first: each holds a copy of the weights
+                sessions = self.__dict__["_sessions"]
             with tempfile.TemporaryDirectory(prefix="archc-ort-") as tmp:
                 path = Path(tmp) / f"{self.graph_name}.onnx"
                 self.export(path)
-                try:
-                    sess = ort.InferenceSession(
-                        str(path), self.session_options(), providers=list(self.options["providers"])
-                    )
-                except Exception as exc:  # onnxruntime's own errors (a bad provider, an unsupported op)
-                    raise BackendError(f"onnxruntime could not load the exported network: {exc}") from exc
-            self.__dict__["_session"] = sess
+                self.__dict__["_model"] = path.read_bytes()
             self.__dict__["_stamp"] = stamp
-        return self.__dict__["_session"]
+        if threads not in sessions:
+            try:
+                sessions[threads] = ort.InferenceSession(
+                    self.__dict__["_model"], self.session_options(threads), providers=list(self.options["providers"])
+                )
+            except Exception as exc:  # onnxruntime's own errors (a bad provider, an unsupported op)
+                raise BackendError(f"onnxruntime could not load the exported network: {exc}") from exc
+            if {1, self.threads()} <= set(sessions):  # both kinds forward() uses exist
+                self.__dict__["_model"] = None
+        return sessions[threads]
+
+    def _split(self, batch: int) -> int:
+        """How many slices forward() runs a batch in: threads() when split_batch applies, else 1."""
+        n = self.threads()
+        cpu_only = self.options["providers"] == ("CPUExecutionProvider",)
+        return n if self.options["split_batch"] and cpu_only and n > 1 and batch >= n else 1
+
+    def _run_split(self, arr: np.ndarray, parts: int) -> list[np.ndarray]:
+        sess = self.session(1)
+        pool = self.__dict__["_pool"]
+        if pool is None or pool[0] != parts - 1:
+            if pool is not None:
+                pool[1].shutdown(wait=False)
+            pool = self.__dict__["_pool"] = (parts - 1, ThreadPoolExecutor(parts - 1, thread_name_prefix="archc-ort"))
+        first, *rest = np.array_split(arr, parts)  # the caller's thread runs the first slice
+        futures = [pool[1].submit(sess.run, self.outputs, {"input": a}) for a in rest]
+        done = [sess.run(self.outputs, {"input": first}), *(f.result() for f in futures)]
+        return [np.concatenate(outs) for outs in zip(*done, strict=True)]
 
     def forward(self, x: torch.Tensor) -> Any:
         """Run the session on `x` (N x input shape); outputs as the torch backend returns them, on x's device."""
@@ -209,9 +265,10 @@ class OrtModule(nn.Module):
                 "the onnxruntime backend computes no gradients",
                 hint="use backend='torch' to train or to differentiate through the network",
             )
-        sess = self.session()
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        got = [torch.from_numpy(o).to(x.device, x.dtype) for o in sess.run(self.outputs, {"input": arr})]
+        parts = self._split(arr.shape[0])
+        outs = self._run_split(arr, parts) if parts > 1 else self.session().run(self.outputs, {"input": arr})
+        got = [torch.from_numpy(o).to(x.device, x.dtype) for o in outs]
         if self.output_keys:
             return dict(zip(self.output_keys, got, strict=True))
         return got[0] if len(got) == 1 else tuple(got)
