@@ -18,13 +18,23 @@ def _run(args):
     return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
-def test_shapes_demo_reaches_map50_of_0_5_in_1500_iterations_then_eval_and_detect(tmp_path, monkeypatch):
-    # the work is bounded (the shapes recipe's iterations); its wall time is in BENCHMARKS.md, not asserted here
+def test_the_shapes_demo_recipe_is_1500_iterations():
+    from archc.detect.task import detection_recipe
+
+    r = detection_recipe(None, None, None, None, {})
+    assert (r.name, r.iters, r.milestones, r.batch_size, r.lr) == ("shapes", 1500, (1000, 1300), 4, 0.02)
+
+
+@pytest.mark.slow
+def test_shapes_demo_reaches_map50_of_0_5_in_750_iterations_then_eval_and_detect(tmp_path, monkeypatch):
+    # The demo's 1,500 iterations (measured in BENCHMARKS.md) are this recipe scaled by --iters; 750 of them
+    # already reach mAP@.5 >= 0.5 (0.585 measured on 2026-11-30) in half the time, which keeps the suite
+    # short. The work is bounded; its wall time is not asserted here.
     monkeypatch.chdir(tmp_path)  # the generated data set goes to runs/data here
-    r = _run(["train", SMALL, "--data", "shapes", "--no-progress", "--json"])
+    r = _run(["train", SMALL, "--data", "shapes", "--iters", "750", "--no-progress", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert out["iterations"] == 1500 and out["recipe"]["iters"] == 1500, out["recipe"]
+    assert out["iterations"] == 750 and out["recipe"]["milestones"] == [500, 650], out["recipe"]
     assert out["final"]["AP50"] >= 0.5, out["final"]
     run = Path(out["run_dir"])
     best = run / "best.safetensors"

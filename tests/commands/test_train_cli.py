@@ -16,12 +16,23 @@ def _run(args):
     return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
-def test_default_command_reaches_95_percent_on_the_embedded_digits_in_800_iterations(tmp_path):
-    # the work is bounded (800 iterations); its wall time is in BENCHMARKS.md, not asserted here
-    r = _run(["train", R20, "--runs", str(tmp_path), "--no-progress", "--json"])
+def test_the_default_command_trains_800_iterations_of_the_cifar_recipe_on_the_embedded_digits():
+    from archc.commands.train import resolve_recipe
+
+    r = resolve_recipe(None, (3, 32, 32), None, None, None, None, {})
+    assert (r.name, r.iters, r.milestones, r.batch_size, r.lr) == ("cifar", 800, (400, 600), 128, 0.1)
+    assert resolve_recipe(None, (3, 32, 32), "digits", None, None, None, {}) == r
+
+
+@pytest.mark.slow
+def test_training_reaches_95_percent_on_the_embedded_digits_in_300_iterations_then_eval_and_plot(tmp_path):
+    # The default command's 800 iterations (measured in BENCHMARKS.md) are this same recipe scaled by
+    # --iters; 300 of them already reach >= 95% (97.5% measured on 2026-11-30) in well under half the time,
+    # which keeps the suite short. The work is bounded; its wall time is not asserted here.
+    r = _run(["train", R20, "--iters", "300", "--runs", str(tmp_path), "--no-progress", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert out["iterations"] == 800 and out["recipe"]["milestones"] == [400, 600]
+    assert out["iterations"] == 300 and out["recipe"]["milestones"] == [150, 225]
     assert 1 - out["final"]["error"] >= 0.95, out["final"]
     run = Path(out["run_dir"])
     assert {p.name for p in run.iterdir()} >= {"metrics.jsonl", "last.safetensors", "best.safetensors"}
@@ -101,6 +112,7 @@ def test_resume_and_plot_errors(tmp_path):
     assert e.exit_code == 2 and "not found" in e.output
 
 
+@pytest.mark.slow
 def test_triton_backend_trains_like_the_torch_backend(tmp_path):
     """--backend triton trains with the fused BN(+add)+ReLU kernels (here in Triton's CPU interpreter)."""
     import torch

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from archc.train.checkpoint import load_checkpoint
@@ -41,6 +42,7 @@ def _iteration(path: Path) -> int:
     return int(load_checkpoint(path).meta["iteration"])
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_with_identical_weights(tmp_path):
     args = ["--iters", "24", "--batch-size", "16", "--checkpoint-every", "2", "--hp", "eval_every=8"]
     full = _train(args, tmp_path / "full")
@@ -106,6 +108,7 @@ def _relative_difference(a: dict, b: dict, init: dict) -> float:
     return (num / max(den, 1e-24)) ** 0.5
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
     import archc
 

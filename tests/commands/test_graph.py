@@ -15,7 +15,7 @@ from archc.api import build
 from archc.cli import main
 from archc.viz import node_label, to_dot, view
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 R18 = "specs/resnet18.arch"
 
 # a node declaration: `name [label=...` (edges have `->` before the attribute list; the bare
