@@ -57,7 +57,8 @@ def bare_loop(spec: str, batch: int, iters: int, warmup: int, seed: int) -> floa
 def archc_loop(spec: str, batch: int, iters: int, warmup: int, seed: int, workers: int | None) -> float:
     """img/s of `archc train` over the same iterations, from the wall time between its metrics records."""
     from archc.commands.train import resolve_recipe
-    from archc.train.loop import TrainConfig, Trainer
+    from archc.train.config import TrainConfig
+    from archc.train.loop import Trainer
 
     r = resolve_recipe("cifar", (3, 32, 32), "synthetic", iters, batch, None, {"warmup_lr": "none"})
     # one record at the end of the warm-up and one at the end: the timed span is exactly iters - warmup

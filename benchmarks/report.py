@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
-import platform
 from pathlib import Path
-from typing import Any
+
+# the machine facts live in the package, where `archc bench` records them too
+from archc.bench.machine import load_average, machine_info
+
+__all__ = ["BENCHMARKS_MD", "load_average", "machine_info", "publish", "replace_section"]
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-
-
-def machine_info() -> dict[str, Any]:
-    """Platform, CPU model and count, Python and torch versions, UTC date, load average."""
-    try:
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:  # pragma: no cover
-        torch_version = "not installed"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch_version,
-        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load": load_average(),
-    }
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages, for judging how noisy a timing is."""
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
 def replace_section(begin: str, end: str, text: str, heading: str, path: Path = BENCHMARKS_MD) -> None:

@@ -2,7 +2,8 @@
 
 The eager baseline of every spec is the spec compiled with no passes; `reference` holds the
 hand-written nets (a second baseline for the paper's nets) and `reference_for(graph)`;
-`runner` the measurements. Both import torch, so this package imports neither until asked.
+`runner` the measurements and `workload` their settings (BenchConfig). They need torch, so this
+package imports none of them until asked.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ def __getattr__(name: str) -> Any:
         from archc.bench import reference
 
         return getattr(reference, name)
-    if name in ("BenchConfig", "run"):
-        from archc.bench import runner
+    if name == "BenchConfig":
+        from archc.bench.workload import BenchConfig
 
-        return getattr(runner, name)
+        return BenchConfig
+    if name == "run":
+        from archc.bench.runner import run
+
+        return run
     raise AttributeError(f"module 'archc.bench' has no attribute {name!r}")

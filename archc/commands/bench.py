@@ -193,7 +193,8 @@ def bench(
     """
     import torch
 
-    from archc.bench.runner import BenchConfig, run
+    from archc.bench.runner import run
+    from archc.bench.workload import BenchConfig
 
     default_baselines = "eager,reference,compile" if torch.cuda.is_available() else "eager,reference"
     cfg = BenchConfig(

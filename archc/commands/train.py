@@ -159,7 +159,9 @@ def train(
 
 def _train(o: dict[str, Any]) -> dict[str, Any] | None:
     """Run `archc train` with the parsed options `o` (the click parameters by name)."""
-    from archc.train.loop import TrainConfig, Trainer, TrainingStopped
+    from archc.train.config import TrainConfig
+    from archc.train.loop import Trainer
+    from archc.train.stopping import TrainingStopped
 
     spec, resume = o["spec"], o["resume"]
     graph = spec_graph(spec, o["overrides"])

@@ -395,7 +395,7 @@ def load_detector(
         WeightsError: the weights do not fit the detector.
     """
     from archc.api import read_checkpoint
-    from archc.train.loop import TrainConfig
+    from archc.train.config import TrainConfig
     from archc.train.recipes import Recipe
     from archc.weights import check_weights, checkpoint_slots
 

@@ -9,25 +9,25 @@ ends with exactly the weights of an uninterrupted run (CPU, deterministic algori
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from archc.errors import CheckpointError, TrainError
+from archc.errors import TrainError
 from archc.ir import OPS, Graph
+from archc.train.config import TrainConfig, config_from_meta
 from archc.train.distributed import DistInfo, all_reduce_sum, barrier, convert_sync_bn, init_distributed
 from archc.train.progress import Progress
 from archc.train.recipes import Recipe
+from archc.train.resume import restore_state
 from archc.train.schedule import Schedule
+from archc.train.stopping import StopSignals, TrainingStopped
 from archc.train.tasks import task_class
 
 
@@ -38,36 +38,6 @@ def depth(graph: Graph) -> int:
         below = max((d[i] for i in n.inputs), default=0)
         d[n.name] = below + (1 if OPS[n.op].weighted else 0)
     return max(d.values(), default=0)
-
-
-@dataclass
-class TrainConfig:
-    """Everything `archc train` was asked to do (recorded in every checkpoint)."""
-
-    spec: str
-    recipe: Recipe
-    data: str | None = None
-    backend: str = "torch"
-    overrides: dict[str, str] = field(default_factory=dict)
-    runs: Path = Path("runs")
-    name: str | None = None
-    seed: int = 0
-    amp: str | None = None
-    device: str | None = None
-    sync_bn: bool = False
-    deterministic: bool = False
-    workers: int | None = None
-    checkpoint_every: int | None = None
-    progress: bool = True
-    task: str = "classify"
-    init: str | None = None
-
-    def to_meta(self) -> dict[str, Any]:
-        """The JSON-able settings a resumed run restores."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["recipe"] = self.recipe.to_dict()
-        d["runs"] = str(self.runs)
-        return d
 
 
 @dataclass
@@ -98,20 +68,6 @@ def make_task(cfg: TrainConfig, graph: Graph, recipe: Recipe, info: DistInfo) ->
     return task_class(cfg.task).from_config(cfg, graph, recipe, info)
 
 
-class TrainingStopped(Exception):  # noqa: N818 - a stop the user asked for, not an error
-    """A run ended early by SIGTERM or SIGINT, after writing its `last` checkpoint.
-
-    Attributes:
-        signum: the signal.
-        iteration: the iterations done (the checkpoint's).
-    """
-
-    def __init__(self, signum: int, iteration: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name} at iteration {iteration}")
-        self.signum = signum
-        self.iteration = iteration
-
-
 class Trainer:
     """Owns the model, optimizer, schedule, task and run directory of one training run.
 
@@ -131,7 +87,7 @@ class Trainer:
         if resume is not None:
             path = resume_checkpoint(resume)
             self.state = load_checkpoint(path)
-            cfg = _config_from_meta(self.state.meta, cfg)
+            cfg = config_from_meta(self.state.meta, cfg)
             if path.name == "best.safetensors" and resume.is_dir():
                 note = f"{resume} has no last.safetensors (the run was stopped while writing it): resuming from {path}"
         self.cfg = cfg
@@ -164,7 +120,9 @@ class Trainer:
         self.best: dict[str, float] | None = None
         self.elapsed = 0.0
         if self.state is not None:
-            self._restore(self.state)
+            self.start, self.best, self.elapsed = restore_state(
+                self.state, self.model, self.optimizer, self.schedule, self.recipe.iters, self.task.select
+            )
             self.run_dir: Path | None = (resume if resume.is_dir() else resume.parent) if resume else None
         else:
             self.run_dir = self._new_run_dir() if self.info.main else None
@@ -210,45 +168,6 @@ class Trainer:
         from archc.train.runs import new_run_dir
 
         return new_run_dir(Path(self.cfg.runs), self.cfg.name or self.graph.name)
-
-    def _restore(self, state: Any) -> None:
-        from archc.train.checkpoint import restore_rng
-        from archc.weights import checkpoint_slots, weight_problems
-
-        problems = weight_problems(state.model, checkpoint_slots(self.model.state_dict()))
-        if problems:
-            raise CheckpointError(
-                "the checkpoint does not fit the net: " + "; ".join(problems),
-                hint="resume with the spec and --set values the run started with",
-            )
-        meta = state.meta
-        iteration, elapsed, best = meta.get("iteration"), meta.get("elapsed", 0.0), meta.get("best")
-        if not _is_number(iteration, int) or not 0 <= iteration <= self.recipe.iters:
-            raise CheckpointError(
-                f"the checkpoint's iteration {iteration!r} is not a count in 0..{self.recipe.iters}",
-                hint="the header was edited or is not archc train's: use the run's other checkpoint",
-            )
-        # a diverged test loss may be inf or NaN in a real run: only the type is checked
-        best_ok = best is None or (
-            isinstance(best, dict)
-            and self.task.select in best
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in best.values())
-        )
-        if not _is_number(elapsed, float) or not best_ok:
-            raise CheckpointError(
-                "the checkpoint's elapsed time or best result is malformed",
-                hint="the header was edited or is not archc train's: use the run's other checkpoint",
-            )
-        self.model.load_state_dict(state.model, strict=True)
-        _load_optimizer(self.optimizer, state.optimizer)
-        try:
-            self.schedule.load_state_dict(state.scheduler)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"the checkpoint's schedule state is malformed ({exc!r})") from None
-        restore_rng(state.rng)
-        self.start = iteration
-        self.best = best
-        self.elapsed = float(elapsed)
 
     def _save(self, tag: str, iteration: int, final: dict[str, float] | None) -> None:
         from archc.train.checkpoint import TrainState, capture_rng, save_checkpoint
@@ -299,7 +218,7 @@ class Trainer:
         model = self.wrapped
         model.train()
         batches = self.task.batches(self.start)
-        with progress, _StopSignals() as stop:
+        with progress, StopSignals() as stop:
             for it in range(self.start, end):
                 lr = self.schedule.lr(it)
                 for g in self.optimizer.param_groups:
@@ -381,84 +300,6 @@ class Trainer:
         raise TrainingStopped(signum, done)
 
 
-class _StopSignals:
-    """Turns SIGTERM and SIGINT into a request to stop after the current iteration (main thread only).
-
-    The first signal is only noted (the loop checkpoints and stops); the handlers are then put back, so
-    a second Ctrl-C or SIGTERM acts at once as usual.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self._note)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._restore()
-
-    def _note(self, signum: int, _frame: Any) -> None:
-        self.signum = self.signum or signum
-        self._restore()
-
-    def _restore(self) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-        self._old.clear()
-
-    def agreed(self, info: DistInfo) -> bool:
-        """Whether any process got a signal: every process stops after the same iteration."""
-        if info.world <= 1:
-            return self.signum != 0
-        flag = torch.tensor([float(self.signum)], dtype=torch.float64)
-        all_reduce_sum(flag, info)
-        if flag.item() and not self.signum:
-            self.signum = int(signal.SIGTERM)
-        return bool(flag.item())
-
-
-def _is_number(value: Any, kind: type) -> bool:
-    """A finite JSON number (an int where `kind` is int); never a bool."""
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-        return False
-    return math.isfinite(value)
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """Load a checkpoint's optimizer state, checking what torch does not: numbers and buffer shapes.
-
-    Raises:
-        CheckpointError: a hyperparameter is not a finite number >= 0, the groups or a buffer do not fit.
-    """
-    bad = CheckpointError
-    hint = "the header was edited or is not archc train's: use the run's other checkpoint"
-    groups = saved.get("param_groups") if isinstance(saved, dict) else None
-    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
-        raise bad("the checkpoint's optimizer param_groups are malformed", hint=hint)
-    for g in groups:
-        for key in ("lr", "momentum", "weight_decay", "dampening"):
-            if key in g and not (_is_number(g[key], float) and g[key] >= 0):
-                raise bad(f"the checkpoint's optimizer {key} {g[key]!r} is not a finite number >= 0", hint=hint)
-    try:
-        optimizer.load_state_dict(saved)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise bad(f"the checkpoint's optimizer state does not fit the net ({exc})", hint=hint) from None
-    for p, entries in optimizer.state.items():
-        for name, value in entries.items():
-            if isinstance(value, torch.Tensor) and value.ndim and value.shape != p.shape:
-                raise bad(
-                    f"the checkpoint's optimizer {name} has shape {tuple(value.shape)} for a parameter of "
-                    f"shape {tuple(p.shape)}",
-                    hint=hint,
-                )
-
-
 def _to(x: Any, device: str) -> Any:
     if device == "cpu":
         return x
@@ -469,71 +310,3 @@ def _to(x: Any, device: str) -> Any:
     if isinstance(x, dict):
         return {k: _to(v, device) for k, v in x.items()}
     return x
-
-
-def _config_from_meta(meta: dict[str, Any], given: TrainConfig) -> TrainConfig:
-    """The settings a checkpoint was written with; only the device and the progress bar come from `given`."""
-    try:
-        saved = dict(meta["config"])
-        recipe = _recipe_from_meta(dict(saved.pop("recipe")))
-        saved["runs"] = Path(saved["runs"])
-        cfg = TrainConfig(recipe=recipe, **saved)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"the checkpoint's settings are unreadable ({exc})") from None
-    if not all(isinstance(v, str) for v in (cfg.spec, *cfg.overrides.keys(), *cfg.overrides.values())):
-        raise CheckpointError("the checkpoint's spec or --set values are malformed")
-    _check_same_net(cfg, given)
-    # a run started elsewhere names its spec relative to another directory: the given one is the same net
-    spec = cfg.spec if Path(cfg.spec).is_file() else given.spec
-    return dataclasses.replace(cfg, spec=spec, device=given.device, progress=given.progress, workers=given.workers)
-
-
-def _check_same_net(saved: TrainConfig, given: TrainConfig) -> None:
-    """Refuse a --resume whose SPEC (or --set values) differ from the run's: the run's would win silently.
-
-    The spec is the same when it is the same file or has the same text; a spec the run names that no
-    longer exists here cannot be compared, and the checkpoint's keys and shapes are checked on load.
-
-    Raises:
-        CheckpointError: the given spec or --set values differ from the run's.
-    """
-    a, b = Path(saved.spec), Path(given.spec)
-    with contextlib.suppress(OSError):
-        if a.is_file() and not os.path.samefile(a, b) and a.read_bytes() != b.read_bytes():
-            raise CheckpointError(
-                f"the run was started with the spec {a}, not {b}",
-                hint=f"resume with the run's spec: archc train {a} --resume RUN_DIR",
-            )
-    if given.overrides and given.overrides != saved.overrides:
-        shown = " ".join(f"--set {k}={v}" for k, v in sorted(saved.overrides.items()))
-        hint = f"give the run's values ({shown}) or no --set at all" if shown else "resume without --set (it had none)"
-        raise CheckpointError("the run was started with other --set values than these", hint=hint)
-
-
-def _recipe_from_meta(rd: dict[str, Any]) -> Any:
-    """The Recipe a checkpoint recorded, parsed and checked like a recipe file (a field of another type fails).
-
-    Raises:
-        TrainError: a field of the wrong kind or value.
-    """
-    from archc.train.recipes import Recipe, override
-
-    name, extra = str(rd.pop("name", "cifar")), rd.pop("extra", {})
-    if not isinstance(extra, dict):
-        raise TrainError("the checkpoint's recipe: 'extra' is not an object")
-    origin = "the checkpoint's recipe"
-    try:
-        r = override(Recipe(name=name, extra=dict(extra)), rd, origin=origin)
-    except TypeError as exc:  # e.g. milestones that are no list
-        raise TrainError(f"{origin} is malformed ({exc})", hint="use the run's other checkpoint") from None
-    for f in dataclasses.fields(Recipe):
-        value, kind = getattr(r, f.name), str(f.type)
-        if value is None and "None" in kind:
-            continue
-        want = next(t for t in (bool, tuple, dict, float, int, str) if t.__name__ in kind)
-        ok = isinstance(value, (int, float) if want is float else want) and not (
-            isinstance(value, bool) and want is not bool
-        )
-        if not ok or (want is float and not math.isfinite(value)):
-            raise TrainError(f"{origin}: field '{f.name}' holds {value!r}", hint="use the run's other checkpoint")
-    return r

@@ -57,7 +57,7 @@ def test_shapes_demo_reaches_map50_of_0_5_in_750_iterations_then_eval_and_detect
 
 def test_detector_training_keeps_frozen_parts_and_bn(tmp_path):
     from archc.detect.task import build_detector
-    from archc.train.loop import TrainConfig
+    from archc.train.config import TrainConfig
     from archc.train.recipes import Recipe
 
     cfg = TrainConfig(spec=SMALL, recipe=Recipe(extra={"freeze_at": "1"}), task="detect")
@@ -83,7 +83,7 @@ def test_backbone_from_a_classification_checkpoint_checks_the_stride_convention(
 
     from archc.bench.reference import resnet
     from archc.detect.task import build_detector, init_backbone
-    from archc.train.loop import TrainConfig
+    from archc.train.config import TrainConfig
     from archc.train.recipes import Recipe
 
     ref = resnet(50, stride_in_1x1=False)  # torchvision's convention: the 3x3 strides

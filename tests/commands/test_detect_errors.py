@@ -18,7 +18,7 @@ SMALL = str(ROOT / "specs/detection/faster_rcnn_small_c4.arch")
 @pytest.fixture(scope="module")
 def state():
     from archc.detect.task import build_detector
-    from archc.train.loop import TrainConfig
+    from archc.train.config import TrainConfig
     from archc.train.recipes import Recipe
 
     _, model = build_detector(TrainConfig(spec=SMALL, recipe=Recipe(), task="detect"))
