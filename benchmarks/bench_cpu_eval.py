@@ -136,29 +136,24 @@ def build(
     info["build_s"]["archc[torch]"] = time.perf_counter() - t
     runners["archc[torch]"] = at
 
+    def ort_backend(**options: Any) -> torch.nn.Module:
+        return archc.compile(
+            spec,
+            mode="eval",
+            overrides=overrides,
+            weights=state,
+            backend="onnxruntime",
+            backend_options={"threads": threads, **options},
+        )
+
     t = time.perf_counter()
-    ao = archc.compile(
-        spec,
-        mode="eval",
-        overrides=overrides,
-        weights=state,
-        backend="onnxruntime",
-        backend_options={"threads": threads},
-    )
+    ao = ort_backend()
     x = torch.randn(2, 3, size, size)
     with torch.inference_mode():
         ao(x)  # export + session: the backend builds them on the first call
     info["build_s"]["archc[onnxruntime]"] = time.perf_counter() - t
     runners["archc[onnxruntime]"] = ao
-    unsplit = archc.compile(
-        spec,
-        mode="eval",
-        overrides=overrides,
-        weights=state,
-        backend="onnxruntime",
-        backend_options={"threads": threads, "split_batch": False},
-    )
-    runners[ARCHC_UNSPLIT] = unsplit
+    runners[ARCHC_UNSPLIT] = ort_backend(split_batch=False)
 
     peer_path = tmp / f"{name}_eager.onnx"
     t = time.perf_counter()

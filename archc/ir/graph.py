@@ -336,10 +336,7 @@ class Graph:
             if not agree:
                 edges = sorted((k, u) for u, keys in slots.items() for k in keys)
                 raise LintError(f"{node.name}: edges {edges} disagree with inputs {node.inputs}")
-            bad = not node.shape
-            for d in node.shape:
-                bad = bad or not isinstance(d, int) or d < 1
-            if bad:
+            if not node.shape or any((not isinstance(d, int)) or d < 1 for d in node.shape):
                 raise LintError(f"{node.name}: bad shape {node.shape}")
             if node.op != "input":
                 ins = [self._nodes[i].shape for i in node.inputs]
