@@ -84,7 +84,9 @@ def test_a_damaged_file_is_rebuilt_and_replaced(cache: Path, monkeypatch: pytest
         assert isinstance(Lark.load(f), Lark)
 
 
-@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+@pytest.mark.skipif(
+    not hasattr(os, "getuid"), reason="the cache directory check needs POSIX owner ids and permission bits"
+)
 def test_a_directory_others_may_write_to_is_not_used(cache: Path) -> None:
     cache.mkdir()
     cache.chmod(0o777)
