@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import logging
 import warnings
 from collections.abc import Iterator
@@ -50,6 +51,40 @@ def output_names(graph: Any) -> list[str]:
     """The ONNX output names of a graph: `output`, or `output0`, `output1`, ... in graph.outputs order."""
     n = len(graph.outputs)
     return ["output"] if n == 1 else [f"output{i}" for i in range(n)]
+
+
+def missing_packages(engine: str, exporter: str = "dynamo") -> list[str]:
+    """The packages an inference backend on `engine` (a package name) and `exporter` needs that are not installed."""
+    need = (engine, "onnx", "onnxscript") if exporter == "dynamo" else (engine, "onnx")
+    return [name for name in need if importlib.util.find_spec(name) is None]
+
+
+def runner_fields(graph: Any, origin: str) -> dict[str, Any]:
+    """The fields of an inference backend's standalone runner script (its `source()` template) for `graph`.
+
+    Names come from the user (spec file, net): escaped for comments and docstrings, a repr in code.
+    """
+    from archc.backend import source_text
+
+    shape = "x".join(map(str, graph.input.shape))
+    returns = (
+        "a dict: " + ", ".join(graph.output_names)
+        if graph.output_names
+        else ("one array" if len(graph.outputs) == 1 else f"a tuple of {len(graph.outputs)} arrays")
+    )
+    return {
+        "origin": source_text(origin),
+        "summary": source_text(
+            f"{graph.name}: {graph.params():,} parameters, {graph.macs() / 1e9:.2f} GMACs per {shape} input"
+        ),
+        "title": source_text(graph.name),
+        "onnx_file": f"{graph.name}.onnx",
+        "module": graph.name if graph.name.isidentifier() else "this_file",
+        "shape": ", ".join(map(str, graph.input.shape)),
+        "returns": returns,
+        "outputs": output_names(graph),
+        "keys": list(graph.output_names),
+    }
 
 
 def _name_batch_dim(path: Path) -> None:

@@ -1,13 +1,16 @@
-"""CPU inference benchmark: archc's eval pipeline (torch and onnxruntime backends) against its peers.
+"""CPU inference benchmark: archc's eval pipeline (torch, onnxruntime and openvino backends) against its peers.
 
 Per net (ResNet-50 and ResNet-18 by default) and batch size (1 and 8), float32, 224x224,
-every candidate runs the same NCHW batch, in turns (one forward of each, repeated; every
-other round in reverse order, so no candidate always runs right after the same one: a
-runtime whose threads spin on after its call slows whoever comes next), after warm-up
-runs of each. Reported per candidate: median and minimum ms per batch, img/s (from
-the median), the ratio of medians against eager NCHW and against onnxruntime on the eager
-export, and the largest absolute difference of its output from eager NCHW's. The load
-average is recorded before and after each table (the machine may be shared).
+every candidate runs the same NCHW batch, in interleaved rounds after warm-up runs of each:
+each round runs every candidate in turn (every other round in reverse order), one untimed
+call and then `--block` timed calls back to back. The untimed call absorbs the switch from
+the previous candidate (a runtime whose threads spin on after its call slows whoever comes
+next), so every candidate is timed in steady state, and the interleaving spreads any drift
+of the machine's load over all of them. Reported per candidate: median and minimum ms per
+batch, img/s (from the median), the ratio of medians against eager NCHW and against
+onnxruntime on the eager export, and the largest absolute difference of its output from
+eager NCHW's. The load average is recorded before and after each table (the machine may be
+shared).
 
 * eager NCHW: the hand-written ResNet of archc/bench/reference.py, eval mode, under
   torch.inference_mode. Its BN affine parameters and running statistics are random, so
@@ -19,18 +22,17 @@ average is recorded before and after each table (the machine may be shared).
 * archc[torch]: `archc.compile(spec, mode="eval", weights=...)`: BN folded into the convs,
   ReLU and residual adds fused into one oneDNN call per conv, channels_last.
 * archc[onnxruntime]: the same eval graph through the onnxruntime backend (archc's ONNX
-  export of the folded, fused graph, run by an InferenceSession) with its defaults: idle
-  spinning off, and a batch of at least `--threads` samples split into one slice per thread,
-  each run through a one-thread session. A second row turns that split off
-  (`split_batch=False`): it separates what the split does at batch 8 (at batch 1 the rows
-  run the same session).
+  export of the folded, fused graph, run by an InferenceSession) with its defaults: threads
+  spin inside a run and stop after it, and a batch of at least `--threads` samples is split
+  into one slice per thread, each run through a one-thread session.
+* archc[openvino]: the same eval graph through the openvino backend with its defaults: one
+  compiled model per batch size (batch dimension fixed), float32, a batch of at least
+  `--threads` samples split into one slice per stream (when openvino is installed).
 * onnxruntime (eager export): the eager module exported by the same exporter
   (`archc.onnx_export.export_onnx`) and run by an InferenceSession with onnxruntime's
-  defaults except the thread count: what a user who deploys with onnxruntime gets. A second
-  row runs the same file with idle spinning off, as the onnxruntime backend does: it
-  separates what the graph does from what that setting does.
+  defaults except the thread count: what a user who deploys with onnxruntime gets.
 * OpenVINO (eager export): the same ONNX file compiled by OpenVINO for its CPU plugin
-  (LATENCY hint, the same thread count), when the openvino package is installed.
+  (LATENCY hint, the same thread count, batch dimension dynamic), when openvino is installed.
 
 `--ablation` adds archc[torch] with parts of FusedConv2d switched off: the oneDNN epilogue
 fusion (conv, then add_ and relu_), the prepacked weights, the add into the dead residual.
@@ -40,8 +42,8 @@ ONNX Runtime and OpenVINO get `--threads` threads (default: torch's). `--profile
 and for onnxruntime (its own profiler) at each batch size.
 
 Usage:
-    python benchmarks/bench_cpu_eval.py [--specs resnet50,resnet18] [--batches 1,8] [--runs 15] [--warmup 3]
-        [--threads N] [--no-compile] [--ablation] [--profile] [--write]
+    python benchmarks/bench_cpu_eval.py [--specs resnet50,resnet18] [--batches 1,8] [--runs 15] [--block 3]
+        [--warmup 3] [--threads N] [--no-compile] [--ablation] [--profile] [--write]
 """
 
 from __future__ import annotations
@@ -80,9 +82,7 @@ TARGET_RATIO = 1.7  # issue 3: archc[torch] vs eager NCHW, ResNet-50 batch 8
 TARGET_DIFF = 1e-4
 DEPTHS = {f"resnet{d}": d for d in ref.IMAGENET_LAYERS}
 EAGER, PEER = "eager NCHW", "onnxruntime (eager export)"
-PEER_QUIET = "onnxruntime (eager export, spinning off)"
-ARCHC = ("archc[torch]", "archc[onnxruntime]")
-ARCHC_UNSPLIT = "archc[onnxruntime], split_batch off"
+ARCHC = ("archc[torch]", "archc[onnxruntime]", "archc[openvino]")
 
 Runner = Callable[[torch.Tensor], Any]
 
@@ -136,24 +136,23 @@ def build(
     info["build_s"]["archc[torch]"] = time.perf_counter() - t
     runners["archc[torch]"] = at
 
-    def ort_backend(**options: Any) -> torch.nn.Module:
-        return archc.compile(
+    def engine_backend(backend: str) -> torch.nn.Module:
+        t = time.perf_counter()
+        module = archc.compile(
             spec,
             mode="eval",
             overrides=overrides,
             weights=state,
-            backend="onnxruntime",
-            backend_options={"threads": threads, **options},
+            backend=backend,
+            backend_options={"threads": threads},
         )
+        with torch.inference_mode():
+            module(x)  # export + session / compiled model: the backend builds them on the first call
+        info["build_s"][f"archc[{backend}]"] = time.perf_counter() - t
+        return module
 
-    t = time.perf_counter()
-    ao = ort_backend()
     x = torch.randn(2, 3, size, size)
-    with torch.inference_mode():
-        ao(x)  # export + session: the backend builds them on the first call
-    info["build_s"]["archc[onnxruntime]"] = time.perf_counter() - t
-    runners["archc[onnxruntime]"] = ao
-    runners[ARCHC_UNSPLIT] = ort_backend(split_batch=False)
+    runners["archc[onnxruntime]"] = ao = engine_backend("onnxruntime")
 
     peer_path = tmp / f"{name}_eager.onnx"
     t = time.perf_counter()
@@ -161,8 +160,6 @@ def build(
     peer = _ort_session(peer_path, threads)
     info["build_s"][PEER] = time.perf_counter() - t
     runners[PEER] = _numpy_runner(lambda a: peer.run(None, {"input": a})[0])
-    quiet = _ort_session(peer_path, threads, config={"session.intra_op.allow_spinning": "0"})
-    runners[PEER_QUIET] = _numpy_runner(lambda a: quiet.run(None, {"input": a})[0])
 
     try:
         import openvino as ov
@@ -170,6 +167,7 @@ def build(
         info["openvino"] = None
     else:
         info["openvino"] = ov.__version__
+        runners["archc[openvino]"] = engine_backend("openvino")
         t = time.perf_counter()
         core = ov.Core()
         cm = core.compile_model(
@@ -198,8 +196,14 @@ def build(
     return runners, info, {"archc_torch": at, "archc_ort": ao, "peer_path": peer_path}
 
 
-def measure(runners: dict[str, Runner], x: torch.Tensor, runs: int, warmup: int) -> dict[str, dict]:
-    """Alternating timed forwards under inference_mode; outputs compared with eager NCHW's."""
+def measure(runners: dict[str, Runner], x: torch.Tensor, runs: int, warmup: int, block: int = 3) -> dict[str, dict]:
+    """Interleaved timed forwards under inference_mode; outputs compared with eager NCHW's.
+
+    Each round runs every candidate in turn (every other round in reverse order): one untimed call, then
+    `block` timed calls back to back. The untimed call absorbs the change of runtime (threads that another
+    runtime left spinning, caches it filled), so the timed calls measure each candidate in steady state,
+    as a process that serves one model sees it; block=1 times every call right after another candidate.
+    """
     names = list(runners)
     times: dict[str, list[float]] = {k: [] for k in names}
     first: dict[str, float] = {}
@@ -217,9 +221,12 @@ def measure(runners: dict[str, Runner], x: torch.Tensor, runs: int, warmup: int)
                 runners[k](x)
         for i in range(runs):
             for k in names if i % 2 == 0 else names[::-1]:
-                t = time.perf_counter()
-                runners[k](x)
-                times[k].append(time.perf_counter() - t)
+                if block > 1:
+                    runners[k](x)
+                for _ in range(block):
+                    t = time.perf_counter()
+                    runners[k](x)
+                    times[k].append(time.perf_counter() - t)
     med = {k: statistics.median(times[k]) for k in names}
     out: dict[str, dict] = {}
     for k in names:
@@ -286,7 +293,7 @@ def verdicts(results: dict[tuple[str, int], dict]) -> list[str]:
         )
     for batch in sorted({b for n, b in results if n == "resnet50"}):
         r = results[("resnet50", batch)]
-        best = max(ARCHC, key=lambda k: r[k]["vs_peer"])
+        best = max((k for k in ARCHC if k in r), key=lambda k: r[k]["vs_peer"])
         ok = r[best]["vs_peer"] >= 1.0
         lines.append(
             f"- issue 13 target, resnet50 batch {batch}: best archc backend ({best}) vs onnxruntime on the eager "
@@ -389,7 +396,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     p.add_argument("--specs", default="resnet50,resnet18", help="ImageNet ResNets, comma-separated")
     p.add_argument("--batches", default="1,8", help="batch sizes, comma-separated")
     p.add_argument("--size", type=int, default=224, help="input height and width")
-    p.add_argument("--runs", type=int, default=15, help="timed runs per candidate (alternating)")
+    p.add_argument("--runs", type=int, default=15, help="rounds (each candidate in turn, alternating order)")
+    p.add_argument("--block", type=int, default=3, help="timed calls per candidate per round, after one untimed")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per candidate first")
     p.add_argument("--threads", type=int, default=None, help="threads for torch, onnxruntime and OpenVINO")
     p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compile takes minutes)")
@@ -411,7 +419,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     results: dict[tuple[str, int], dict] = {}
     lines = [
         f"float32, 3x{args.size}x{args.size}, eval mode, torch.inference_mode, {threads} threads for every runtime; "
-        f"median of {args.runs} alternating runs after {args.warmup} warm-up runs each; ratios are of medians.",
+        f"{args.runs} alternating rounds after {args.warmup} warm-up runs each; per round and candidate "
+        + (f"one untimed call, then {args.block} timed calls; " if args.block > 1 else "one timed call; ")
+        + "medians over all timed calls; ratios are of medians.",
         "",
     ]
     profiles: list[tuple[str, int, dict[str, float], dict[str, float]]] = []
@@ -431,7 +441,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             for batch in batches:
                 x = torch.randn(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
                 before = load_average()
-                res = measure(runners, x, args.runs, args.warmup)
+                res = measure(runners, x, args.runs, args.warmup, args.block)
                 results[(name, batch)] = res
                 lines += render_table(name, batch, res, info, (before, load_average()))
                 if args.profile:

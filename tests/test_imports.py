@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "archc"
-BACKENDS = ("archc_torch", "archc_triton", "archc_onnxruntime")
+BACKENDS = ("archc_torch", "archc_triton", "archc_onnxruntime", "archc_openvino")
 # Only the command line may import the command line.
 CLI_MODULES = ("archc.cli", "archc.commands")
 CLI_IMPORTERS = ("archc.cli", "archc.__main__", "archc.commands")

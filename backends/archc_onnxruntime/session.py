@@ -18,33 +18,28 @@ and a session may run concurrently.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from archc.engine_backend import check_engine_options
+from archc.engine_module import EngineModule
 from archc.errors import BackendError
-from archc.ir import Graph
-from archc.onnx_export import EXPORTERS, export_onnx, output_names
 
 OPTIMIZATION = ("disable", "basic", "extended", "layout", "all")
 DEFAULTS: dict[str, Any] = {
     "threads": None,
     "inter_threads": None,
     "optimization": "all",
-    "spinning": False,
+    "spinning": True,
     "split_batch": True,
     "exporter": "dynamo",
     "opset": None,
     "providers": ("CPUExecutionProvider",),
     "session_options": None,
 }
-EXAMPLE_BATCH = 2  # not 1: torch.export specialises a dimension whose example size is 1
 
 
 def _level(name: str) -> Any:
@@ -67,35 +62,20 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     Raises:
         BackendError: an unknown option or a bad value.
     """
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise BackendError(
-            f"the onnxruntime backend has no option(s) {', '.join(unknown)}",
-            hint=f"options: {', '.join(DEFAULTS)}",
-        )
-    cfg = {**DEFAULTS, **options}
-    for key in ("threads", "inter_threads"):
-        v = cfg[key]
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise BackendError(f"onnxruntime option {key}={v!r}: give a positive int (or None for the default)")
+    cfg = check_engine_options("onnxruntime", options, DEFAULTS, counts=("threads", "inter_threads"))
     if cfg["optimization"] not in OPTIMIZATION:
         raise BackendError(
             f"onnxruntime option optimization={cfg['optimization']!r} is not a level",
             hint=f"levels: {', '.join(OPTIMIZATION)}",
         )
-    if cfg["exporter"] not in EXPORTERS:
-        raise BackendError(
-            f"onnxruntime option exporter={cfg['exporter']!r}", hint=f"exporters: {', '.join(EXPORTERS)}"
-        )
     if isinstance(cfg["providers"], str):
         cfg["providers"] = (cfg["providers"],)
     cfg["providers"] = tuple(cfg["providers"])
     cfg["spinning"] = bool(cfg["spinning"])
-    cfg["split_batch"] = bool(cfg["split_batch"])
     return cfg
 
 
-class OrtModule(nn.Module):
+class OrtModule(EngineModule):
     """An eval-graph network run by onnxruntime: torch tensors in and out, any batch size.
 
     Args:
@@ -104,28 +84,17 @@ class OrtModule(nn.Module):
         options: session options (see `configure`).
     """
 
-    def __init__(self, net: nn.Module, graph: Graph, **options: Any) -> None:
-        super().__init__()
-        # the layers are registered here, so state_dict keys are the torch backend's
-        for name, child in net.named_children():
-            self.add_module(name, child)
-        for name, p in net.named_parameters(recurse=False):
-            self.register_parameter(name, p)
-        for name, b in net.named_buffers(recurse=False):
-            self.register_buffer(name, b)
-        # not a submodule (its keys would be prefixed); it shares the layers registered above
-        self.__dict__["_net"] = net
-        self.__dict__["_sessions"] = {}  # intra-op threads -> InferenceSession, for the weights of _stamp
-        self.__dict__["_model"] = None  # the exported file's bytes, while a session may still be built from them
-        self.__dict__["_stamp"] = None
-        self.__dict__["_pool"] = None  # (workers, ThreadPoolExecutor) for split batches
-        self.input_shape = tuple(graph.input.shape)
-        self.outputs = output_names(graph)
-        self.output_keys = list(graph.output_names)
-        self.graph_name = graph.name
-        self.__dict__["_graph"] = graph
-        self.options = check_options({})
-        self.configure(**options)
+    engine = "onnxruntime"
+    TRANSIENT = {
+        "_sessions": {},  # intra-op threads -> InferenceSession, for the weights of _stamp
+        "_model": None,  # the exported file's bytes, while a session may still be built from them
+        "_stamp": None,
+        "_pool": None,  # (workers, ThreadPoolExecutor) for split batches
+    }
+
+    DEFAULTS = DEFAULTS
+    HIDDEN = ("session_options",)
+    check_options = staticmethod(check_options)
 
     def configure(self, **options: Any) -> None:
         """Change session options; the session is rebuilt on the next call.
@@ -134,8 +103,9 @@ class OrtModule(nn.Module):
             threads: onnxruntime's intra-op threads (default: torch.get_num_threads() when the session is built).
             inter_threads: inter-op threads (default: onnxruntime's).
             optimization: graph optimisation level: disable, basic, extended, layout or all (default).
-            spinning: let idle intra-op threads spin (onnxruntime's default); off by default here, since the
-                caller's own threads (torch's) share the CPUs between calls.
+            spinning: let intra-op threads spin while they wait for work inside a run (default True, as
+                onnxruntime's); they stop when the run returns (session.force_spinning_stop), so they do not take
+                the CPUs from what the caller runs between calls.
             split_batch: run a batch of at least `threads` samples as `threads` slices at once, each through a
                 one-thread session (default True; CPU provider only).
             exporter: "dynamo" (default) or "legacy", as `archc export --onnx-exporter`.
@@ -146,49 +116,11 @@ class OrtModule(nn.Module):
         Raises:
             BackendError: an unknown option or a bad value.
         """
-        self.options = check_options({**{k: v for k, v in self.options.items() if v != DEFAULTS[k]}, **options})
-        self._drop_sessions()
+        super().configure(**options)
 
-    def _drop_sessions(self) -> None:
-        self.__dict__["_sessions"] = {}
-        self.__dict__["_model"] = None
-        self.__dict__["_stamp"] = None
-
-    def extra_repr(self) -> str:
-        changed = {k: v for k, v in self.options.items() if v != DEFAULTS[k] and k != "session_options"}
-        return f"onnxruntime, input Nx{'x'.join(map(str, self.input_shape))}" + "".join(
-            f", {k}={v!r}" for k, v in changed.items()
-        )
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        # an InferenceSession and a thread pool do not pickle
-        state.update(_sessions={}, _model=None, _stamp=None, _pool=None)
-        return state
-
-    def _fingerprint(self) -> tuple[tuple[int, int], ...]:
-        return tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers()))
-
-    def export(self, path: str | os.PathLike) -> str:
-        """Write the network, with its current weights, as ONNX (batch dimension dynamic, named `batch`).
-
-        Returns:
-            How it was written, e.g. "dynamo exporter, opset 20".
-
-        Raises:
-            ExportError: the exporter failed or a package it needs is missing.
-        """
-        net = self.__dict__["_net"].eval()
-        x = torch.zeros(EXAMPLE_BATCH, *self.input_shape, device=next(self.parameters()).device)
-        # the session may be (re)built inside the caller's inference_mode: export with ordinary tensors
-        with torch.inference_mode(False), torch.no_grad():
-            return export_onnx(
-                net, self.__dict__["_graph"], x, Path(path), self.options["opset"], self.options["exporter"]
-            )
-
-    def threads(self) -> int:
-        """The intra-op threads of the session (the `threads` option, or torch's thread count)."""
-        return self.options["threads"] or torch.get_num_threads()
+    def _drop_engines(self) -> None:
+        # the thread pool for split batches stays: it holds no weights
+        self.__dict__.update({k: v for k, v in self._transient().items() if k != "_pool"})
 
     def session_options(self, threads: int | None = None) -> Any:
         """The `onnxruntime.SessionOptions` the session with `threads` intra-op threads (default: threads()) uses."""
@@ -201,6 +133,9 @@ class OrtModule(nn.Module):
         if cfg["inter_threads"]:
             so.inter_op_num_threads = cfg["inter_threads"]
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg["spinning"] else "0")
+        # spin while a run waits for its own threads, never after it: idle spinning threads would take the
+        # CPUs from whatever the caller runs next (torch's threads, another session)
+        so.add_session_config_entry("session.force_spinning_stop", "1")
         return so
 
     def session(self, threads: int | None = None) -> Any:
@@ -217,12 +152,9 @@ class OrtModule(nn.Module):
         sessions = self.__dict__["_sessions"]
         if stamp != self.__dict__["_stamp"] or (threads not in sessions and self.__dict__["_model"] is None):
             if stamp != self.__dict__["_stamp"]:
-                self._drop_sessions()  # free the old ones first: each holds a copy of the weights
+                self._drop_engines()  # free the old ones first: each holds a copy of the weights
                 sessions = self.__dict__["_sessions"]
-            with tempfile.TemporaryDirectory(prefix="archc-ort-") as tmp:
-                path = Path(tmp) / f"{self.graph_name}.onnx"
-                self.export(path)
-                self.__dict__["_model"] = path.read_bytes()
+            self.__dict__["_model"] = self.exported_bytes()
             self.__dict__["_stamp"] = stamp
         if threads not in sessions:
             try:
@@ -255,20 +187,7 @@ class OrtModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Any:
         """Run the session on `x` (N x input shape); outputs as the torch backend returns them, on x's device."""
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise BackendError(
-                f"{self.graph_name} takes N x {'x'.join(map(str, self.input_shape))} input, "
-                f"got {'x'.join(map(str, x.shape))}"
-            )
-        if torch.is_grad_enabled() and x.requires_grad:
-            raise BackendError(
-                "the onnxruntime backend computes no gradients",
-                hint="use backend='torch' to train or to differentiate through the network",
-            )
-        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        arr = self.input_array(x)
         parts = self._split(arr.shape[0])
         outs = self._run_split(arr, parts) if parts > 1 else self.session().run(self.outputs, {"input": arr})
-        got = [torch.from_numpy(o).to(x.device, x.dtype) for o in outs]
-        if self.output_keys:
-            return dict(zip(self.output_keys, got, strict=True))
-        return got[0] if len(got) == 1 else tuple(got)
+        return self.pack_outputs(outs, x)

@@ -12,116 +12,15 @@ import onnxruntime  # noqa: F401
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 import archc
 from archc.backend import available, get_backend
-from archc.bench.reference import randomise
 from archc.cli import main
 from archc.errors import BackendError
 
+from .engine_check import RESNET20, SPECS, TOL, assert_close, check_every_spec, pair, random_state, specs
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter
-ROOT = Path(__file__).resolve().parents[2]
-SPECS = ROOT / "specs"
-RESNET20 = SPECS / "cifar" / "resnet20.arch"
-TOL = 1e-4
-FAST = {"exporter": "legacy"}  # the tests export many nets: the TorchScript-based exporter takes seconds, not tens
-SLOW = {
-    "resnet101", "resnet152", "resnet1202", "faster_rcnn_r101_c4", "preact_resnet1001", "resnext101_32x8d",
-    "vgg16_bn",  # 62 s (dynamo)
-}  # fmt: skip
-SMALL = {"input_size": "3x32x32"}  # ImageNet specs at 32x32: every stage still runs (layer4 is 1x1)
-# The legacy exporter refuses an adaptive pool whose size does not divide its input: VGG's
-# adaptive_avgpool(7x7) meets a 1x1 map at 32x32 (7x7 needs 224x224), so it takes the dynamo exporter.
-EXPORTER = {"vgg16_bn": {"exporter": "dynamo"}}
-CALIBRATED = {"resnet1202"}  # randomise's BN statistics overflow float32 in this net (see _calibrate)
-
-
-def _specs() -> list:
-    out = []
-    for path in sorted(SPECS.rglob("*.arch")):
-        if path.parent.name == "blocks":
-            continue
-        marks = [pytest.mark.slow] if path.stem in SLOW else []
-        out.append(pytest.param(path, id=str(path.relative_to(SPECS)), marks=marks))
-    return out
-
-
-def _overrides(spec: Path) -> dict[str, str]:
-    if spec.parent.name == "cifar":
-        return {"input_size": "3x16x16"}
-    if spec.parent.name == "detection":
-        return {"input_size": "3x64x64"}
-    return SMALL
-
-
-def _calibrate(model: nn.Module, shape: tuple[int, ...], seed: int) -> None:
-    """Set every BN's running statistics to those of its input on a random batch, as training leaves them.
-
-    randomise draws running statistics independent of the activations, so a BN at the end of a
-    residual branch scales the branch with the stream instead of normalising it, and the stream
-    grows geometrically with depth. Measured (2026-11-30, cifar/resnet1202 at 3x16x16, randomise
-    seed 0): x1.2 per block, |max| 4e2 after 30 blocks, 1e16 after 200, 3.0e38 after 531, then
-    inf and NaN at block 532 of 600 in float32: in eager torch and in onnxruntime at every
-    optimisation level (IEEE NaN all the way to the logits), while the torch backend's fused
-    conv+ReLU maps NaN to 0 and restarts the stream, so its finite logits were garbage too.
-    Statistics measured on the activations (what a trained net holds) keep each branch O(1).
-    Only for the nets in CALIBRATED: a deep plain net with measured statistics amplifies the
-    engines' different rounding past 1e-4 (plain56: 1.6e-3 on logits of 2.2, measured), while
-    randomise's statistics keep it well-conditioned.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average: after one batch, that batch's statistics
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(8, *shape, generator=g))
-    for m, momentum in zip(bns, momenta, strict=True):
-        m.momentum = momentum
-
-
-def _random_state(spec: Path, overrides: dict, part: str | None = None, seed: int = 0) -> dict:
-    """A train-mode (checkpoint key space) state with random weights and BN statistics (measured: CALIBRATED)."""
-    torch.manual_seed(seed)
-    built = archc.build(spec, overrides=overrides, part=part)
-    model = randomise(built.module, seed)
-    if spec.stem in CALIBRATED:
-        _calibrate(model, tuple(built.graph.input.shape), seed)
-    return model.state_dict()
-
-
-def _pair(spec: Path, overrides: dict, part: str | None = None, **options):
-    state = _random_state(spec, overrides, part)
-    want = archc.compile(spec, mode="eval", overrides=overrides, part=part, weights=state)
-    got = archc.compile(
-        spec,
-        mode="eval",
-        overrides=overrides,
-        part=part,
-        weights=state,
-        backend="onnxruntime",
-        backend_options={**FAST, **options},
-    )
-    return want, got
-
-
-def _flat(out) -> list[torch.Tensor]:
-    if isinstance(out, dict):
-        return [out[k] for k in sorted(out)]
-    return list(out) if isinstance(out, tuple) else [out]
-
-
-def _assert_close(got, want) -> None:
-    assert type(got) is type(want)
-    if isinstance(want, dict):
-        assert list(got) == list(want)
-    for g, w in zip(_flat(got), _flat(want), strict=True):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        scale = max(1.0, w.abs().max().item())
-        assert (g - w).abs().max().item() <= TOL * scale
 
 
 def test_registered_and_available() -> None:
@@ -131,85 +30,76 @@ def test_registered_and_available() -> None:
     assert backend.available() is None
 
 
-@pytest.mark.parametrize("spec", _specs())
+@pytest.mark.parametrize("spec", specs())
 def test_outputs_equal_the_torch_backend_on_every_spec(spec: Path) -> None:
-    overrides = _overrides(spec)
-    want, got = _pair(spec, overrides, **EXPORTER.get(spec.stem, {}))
-    assert list(got.state_dict()) == list(want.state_dict())
-    g = torch.Generator().manual_seed(1)
-    shape = tuple(int(s) for s in overrides["input_size"].split("x"))
-    for batch in (2, 1, 3):  # any batch size, one session
-        x = torch.randn(batch, *shape, generator=g)
-        with torch.inference_mode():
-            _assert_close(got(x), want(x))
-    if spec.parent.name == "detection":  # taps: the net returns a dict {res4, head}
-        assert isinstance(want(x), dict) and list(want(x)) == ["res4", "head"]
+    check_every_spec("onnxruntime", spec)  # any batch size, one session
 
 
 @pytest.mark.parametrize("part", ["trunk", "head"])
 def test_detection_trunk_and_head(part: str) -> None:
     spec = SPECS / "detection" / "faster_rcnn_small_c4.arch"
     overrides = {"input_size": "3x64x64"}
-    want, got = _pair(spec, overrides, part=part)
+    want, got = pair("onnxruntime", spec, overrides, part=part)
     graph = archc.build(spec, mode="eval", overrides=overrides, part=part, lower=False).graph
     x = torch.randn(2, *graph.input.shape)
     with torch.no_grad():
-        _assert_close(got(x), want(x))
+        assert_close(got(x), want(x))
 
 
 @pytest.mark.slow
 def test_default_dynamo_exporter() -> None:
-    want, got = _pair(RESNET20, {"input_size": "3x16x16"}, exporter="dynamo")
+    want, got = pair("onnxruntime", RESNET20, {"input_size": "3x16x16"}, exporter="dynamo")
     x = torch.randn(3, 3, 16, 16)
     with torch.inference_mode():
-        _assert_close(got(x), want(x))
+        assert_close(got(x), want(x))
 
 
 def test_new_weights_rebuild_the_session() -> None:
     overrides = {"input_size": "3x16x16"}
-    want, got = _pair(RESNET20, overrides)
+    want, got = pair("onnxruntime", RESNET20, overrides)
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         first = got.session()
         before = got(x)
         assert got.session() is first  # unchanged weights: the same session
-        state = _random_state(RESNET20, overrides, seed=5)
+        state = random_state(RESNET20, overrides, seed=5)
         archc.load_weights(want, state, archc.build(RESNET20, mode="eval", overrides=overrides, lower=False).graph)
         got.load_state_dict(want.state_dict())
         after = got(x)
         assert got.session() is not first
-        _assert_close(after, want(x))
+        assert_close(after, want(x))
         assert (after - before).abs().max() > 1e-2
         second = got.session()
         got.configure(optimization="basic")
         assert got.session() is not second  # rebuilt for the new options
-        _assert_close(got(x), want(x))
+        assert_close(got(x), want(x))
 
 
 def test_split_batch() -> None:
     """A batch of at least `threads` samples runs in slices through a one-thread session; a smaller one does not."""
     overrides = {"input_size": "3x16x16"}
-    want, got = _pair(SPECS / "detection" / "faster_rcnn_small_c4.arch", {"input_size": "3x64x64"}, threads=2)
+    detector = SPECS / "detection" / "faster_rcnn_small_c4.arch"
+    want, got = pair("onnxruntime", detector, {"input_size": "3x64x64"}, threads=2)
     x = torch.randn(5, 3, 64, 64)  # slices of 3 and 2; the net returns a dict {res4, head}
     with torch.inference_mode():
-        _assert_close(got(x), want(x))
+        assert_close(got(x), want(x))
         assert set(got.__dict__["_sessions"]) == {1}
         assert got.session(1).get_session_options().intra_op_num_threads == 1
-        _assert_close(got(x[:1]), want(x[:1]))  # below `threads` samples: the two-thread session
+        assert_close(got(x[:1]), want(x[:1]))  # below `threads` samples: the two-thread session
         assert set(got.__dict__["_sessions"]) == {1, 2} and got.__dict__["_model"] is None
-    want, got = _pair(RESNET20, overrides, threads=2, split_batch=False)
+    want, got = pair("onnxruntime", RESNET20, overrides, threads=2, split_batch=False)
     x = torch.randn(4, 3, 16, 16)
     with torch.inference_mode():
-        _assert_close(got(x), want(x))
+        assert_close(got(x), want(x))
         assert set(got.__dict__["_sessions"]) == {2}
         got.configure(split_batch=True)  # rebuilt for the new options: now in slices
-        _assert_close(got(x), want(x))
+        assert_close(got(x), want(x))
         assert set(got.__dict__["_sessions"]) == {1}
-        _assert_close(got(x[:1]), want(x[:1]))
+        assert_close(got(x[:1]), want(x[:1]))
         assert got.__dict__["_model"] is None  # both sessions exist: the file's bytes are dropped
         assert got.session(3).get_session_options().intra_op_num_threads == 3  # exported again
-        _assert_close(got(x), want(x))
-    assert "split_batch=False" in repr(_pair(RESNET20, overrides, split_batch=False)[1])
+        assert_close(got(x), want(x))
+    assert "split_batch=False" in repr(pair("onnxruntime", RESNET20, overrides, split_batch=False)[1])
 
 
 def test_session_options() -> None:

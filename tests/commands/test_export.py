@@ -54,12 +54,14 @@ def r20_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def onnx_outputs(path: Path, x: torch.Tensor) -> torch.Tensor:
     import onnxruntime as ort
+
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
 
 
 def test_onnx_resnet20_matches_torch_backend_with_dynamic_batch(tmp_path: Path, r20_weights: Path) -> None:
     import onnx
+
     out = tmp_path / "r20.onnx"
     code, stdout, stderr = run(
         "export", RESNET20, "--format", "onnx", "-o", out, "--weights", r20_weights, "--mode", "eval", "--batch", "2"
@@ -91,6 +93,7 @@ def test_onnx_resnet18_small_input(tmp_path: Path) -> None:
 
 def test_onnx_legacy_exporter_and_opset(tmp_path: Path, r20_weights: Path) -> None:
     import onnx
+
     out = tmp_path / "legacy.onnx"
     code, stdout, stderr = run(
         "export",

@@ -1,0 +1,193 @@
+"""EngineModule: the torch backend's layers in an nn.Module whose forward runs an inference engine on their ONNX export.
+
+The inference-only backends (onnxruntime, openvino) share everything but the engine: the module
+holds the eval graph's layers as the torch backend builds them in eager ops
+(`TorchBackend.exportable`), so its state_dict keys are the torch backend's and archc loads
+weights into it as into any backend's module. The engine is built from archc's ONNX export of
+those layers (`archc.onnx_export`, the exporter behind `archc export`) on the first call, and
+again after any parameter or buffer changed (a `load_state_dict`, an in-place edit: each
+tensor's version counter moves). Subclasses own the engine; this class owns the layers, the
+export, the weights' fingerprint, the input checks and the outputs' packing.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from archc.errors import BackendError
+from archc.ir import Graph
+from archc.onnx_export import export_onnx, output_names
+
+EXAMPLE_BATCH = 2  # not 1: torch.export specialises a dimension whose example size is 1
+# Ops that compute something else in training than in inference (batch statistics): a graph
+# that still has one after its passes was not built for inference (mode="eval" folds them all).
+TRAINING_OPS = ("bn", "bn_act")
+
+
+def refuse_training(graph: Graph, backend: str) -> None:
+    """Refuse a graph that was not built for inference, naming the first layer that trains differently.
+
+    The eval pipeline folds every BN that follows a conv it alone reads, and makes no bn_act; a BN
+    after an add or a concat (DenseNet's, a pre-activation unit's) cannot be folded and runs with its
+    running statistics in inference, as ONNX's BatchNormalization does. So a bn_act, or a BN that
+    fold_bn would have folded, means the graph came from the train pipeline (or none).
+
+    Raises:
+        BackendError: naming the layer and where the spec gave it (as the torch backend's errors do).
+    """
+    for n in graph.nodes():
+        foldable = False
+        if n.op == "bn":
+            src = graph.node(n.inputs[0])
+            foldable = src.op == "conv" and graph.users(src.name) == [n.name] and src.name not in graph.outputs
+        if n.op in TRAINING_OPS and (n.op != "bn" or foldable):
+            raise BackendError(
+                f"the {backend} backend runs inference only, and layer '{n.name}' ({n.op}, at {n.loc}) is a "
+                "batch norm that uses batch statistics in training",
+                hint="compile with mode='eval' (archc build --mode eval), which folds every BN into its conv; "
+                "use backend='torch' to train",
+            )
+
+
+class EngineModule(nn.Module):
+    """An eval-graph network run by an inference engine from its ONNX export: torch tensors in and out.
+
+    Subclasses set `engine` (the backend's name, for messages), `DEFAULTS` (every option, with at least
+    `threads`, `opset` and `exporter`), `check_options` (a staticmethod: options -> the full set, or a
+    BackendError) and `TRANSIENT` (attributes that hold engine objects: reset by `_drop_engines`, not
+    pickled).
+
+    Args:
+        net: the torch backend's eager-ops module for `graph` (its layers become this module's).
+        graph: the eval graph.
+        options: the backend's options (see `configure`).
+    """
+
+    engine = "an inference engine"
+    DEFAULTS: dict[str, Any] = {}
+    HIDDEN: tuple[str, ...] = ()  # options extra_repr leaves out (objects without a useful repr)
+    TRANSIENT: dict[str, Any] = {}
+
+    @staticmethod
+    def check_options(options: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __init__(self, net: nn.Module, graph: Graph, **options: Any) -> None:
+        super().__init__()
+        # the layers are registered here, so state_dict keys are the torch backend's
+        for name, child in net.named_children():
+            self.add_module(name, child)
+        for name, p in net.named_parameters(recurse=False):
+            self.register_parameter(name, p)
+        for name, b in net.named_buffers(recurse=False):
+            self.register_buffer(name, b)
+        # not a submodule (its keys would be prefixed); it shares the layers registered above
+        self.__dict__["_net"] = net
+        self.__dict__["_graph"] = graph
+        self.__dict__.update(self._transient())
+        self.input_shape = tuple(graph.input.shape)
+        self.outputs = output_names(graph)
+        self.output_keys = list(graph.output_names)
+        self.graph_name = graph.name
+        self.options = self.check_options({})
+        self.configure(**options)
+
+    def configure(self, **options: Any) -> None:
+        """Change options (the others keep their values); the engine is built again on the next call.
+
+        Raises:
+            BackendError: an unknown option or a bad value.
+        """
+        kept = {k: v for k, v in self.options.items() if v != self.DEFAULTS[k]}
+        self.options = self.check_options({**kept, **options})
+        self._drop_engines()
+
+    def _drop_engines(self) -> None:
+        self.__dict__.update(self._transient())
+
+    def extra_repr(self) -> str:
+        changed = {k: v for k, v in self.options.items() if v != self.DEFAULTS[k] and k not in self.HIDDEN}
+        return f"{self.engine}, input Nx{'x'.join(map(str, self.input_shape))}" + "".join(
+            f", {k}={v!r}" for k, v in changed.items()
+        )
+
+    def threads(self) -> int:
+        """The engine's threads: the `threads` option, or torch's thread count."""
+        return self.options["threads"] or torch.get_num_threads()
+
+    def _transient(self) -> dict[str, Any]:
+        """Fresh values for the TRANSIENT attributes (copies: no two modules share a cache)."""
+        return {k: copy.copy(v) for k, v in self.TRANSIENT.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(self._transient())  # engine objects and thread pools do not pickle
+        return state
+
+    def _fingerprint(self) -> tuple[tuple[int, int], ...]:
+        """Where each weight lives and its version counter: any change of weights changes it.
+
+        An inference tensor (made under torch.inference_mode, e.g. by a deepcopy there) has no version
+        counter, and is counted by where it lives only: inference tensors cannot be edited in place outside
+        inference_mode.
+        """
+        return tuple(
+            (t.data_ptr(), -1 if t.is_inference() else t._version) for t in (*self.parameters(), *self.buffers())
+        )
+
+    def export(self, path: str | os.PathLike) -> str:
+        """Write the network, with its current weights, as ONNX (batch dimension dynamic, named `batch`).
+
+        Returns:
+            How it was written, e.g. "dynamo exporter, opset 20".
+
+        Raises:
+            ExportError: the exporter failed or a package it needs is missing.
+        """
+        net = self.__dict__["_net"].eval()
+        x = torch.zeros(EXAMPLE_BATCH, *self.input_shape, device=next(self.parameters()).device)
+        # the engine may be (re)built inside the caller's inference_mode: export with ordinary tensors
+        with torch.inference_mode(False), torch.no_grad():
+            return export_onnx(
+                net, self.__dict__["_graph"], x, Path(path), self.options["opset"], self.options["exporter"]
+            )
+
+    def exported_bytes(self) -> bytes:
+        """The ONNX file export() writes, as bytes (written to a temporary directory, then removed)."""
+        with tempfile.TemporaryDirectory(prefix="archc-onnx-") as tmp:
+            path = Path(tmp) / f"{self.graph_name}.onnx"
+            self.export(path)
+            return path.read_bytes()
+
+    def input_array(self, x: torch.Tensor) -> np.ndarray:
+        """`x` as a contiguous float32 numpy array on the CPU (a view when it already is one).
+
+        Raises:
+            BackendError: a wrong input shape, or an input that asks for gradients.
+        """
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise BackendError(
+                f"{self.graph_name} takes N x {'x'.join(map(str, self.input_shape))} input, "
+                f"got {'x'.join(map(str, x.shape))}"
+            )
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise BackendError(
+                f"the {self.engine} backend computes no gradients",
+                hint="use backend='torch' to train or to differentiate through the network",
+            )
+        return x.detach().to("cpu", torch.float32).contiguous().numpy()
+
+    def pack_outputs(self, outs: list[np.ndarray], like: torch.Tensor) -> Any:
+        """The engine's output arrays as the torch backend returns them, on `like`'s device and dtype."""
+        got = [torch.from_numpy(o).to(like.device, like.dtype) for o in outs]
+        if self.output_keys:
+            return dict(zip(self.output_keys, got, strict=True))
+        return got[0] if len(got) == 1 else tuple(got)
