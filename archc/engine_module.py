@@ -106,6 +106,7 @@ class EngineModule(nn.Module):
         Raises:
             BackendError: an unknown option or a bad value.
         """
+        self.__dict__.pop("_weight_slots", None)
         kept = {k: v for k, v in self.options.items() if v != self.DEFAULTS[k]}
         self.options = self.check_options({**kept, **options})
         self._drop_engines()
@@ -130,7 +131,22 @@ class EngineModule(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.update(self._transient())  # engine objects and thread pools do not pickle
+        state.pop("_weight_slots", None)  # they point into this module's dicts, not the copy's
         return state
+
+    def _slots(self) -> list[tuple[dict[str, Any], str]]:
+        """(the owning module's _parameters or _buffers dict, name) for every weight, listed once.
+
+        Reading each slot per call sees a replaced parameter or buffer; walking the module tree per
+        call (`parameters()`) cost 0.36 to 0.56 ms a call on MobileNetV2's 300 tensors (measured
+        2026-12-01), more than the network's run at small inputs. A submodule added or replaced after
+        construction is not seen: call configure() after such a change.
+        """
+        slots = self.__dict__.get("_weight_slots")
+        if slots is None:
+            slots = [(store, name) for m in self.modules() for store in (m._parameters, m._buffers) for name in store]
+            self.__dict__["_weight_slots"] = slots
+        return slots
 
     def _fingerprint(self) -> tuple[tuple[int, int], ...]:
         """Where each weight lives and its version counter: any change of weights changes it.
@@ -139,9 +155,12 @@ class EngineModule(nn.Module):
         counter, and is counted by where it lives only: inference tensors cannot be edited in place outside
         inference_mode.
         """
-        return tuple(
-            (t.data_ptr(), -1 if t.is_inference() else t._version) for t in (*self.parameters(), *self.buffers())
-        )
+        out = []
+        for store, name in self._slots():
+            t = store.get(name)
+            if t is not None:
+                out.append((t.data_ptr(), -1 if t.is_inference() else t._version))
+        return tuple(out)
 
     def export(self, path: str | os.PathLike) -> str:
         """Write the network, with its current weights, as ONNX (batch dimension dynamic, named `batch`).

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "inter_threads": None,
     "optimization": "all",
     "spinning": True,
+    "stop_spinning": False,
     "split_batch": True,
     "exporter": "dynamo",
     "opset": None,
@@ -72,6 +73,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         cfg["providers"] = (cfg["providers"],)
     cfg["providers"] = tuple(cfg["providers"])
     cfg["spinning"] = bool(cfg["spinning"])
+    cfg["stop_spinning"] = bool(cfg["stop_spinning"])
     return cfg
 
 
@@ -103,9 +105,10 @@ class OrtModule(EngineModule):
             threads: onnxruntime's intra-op threads (default: torch.get_num_threads() when the session is built).
             inter_threads: inter-op threads (default: onnxruntime's).
             optimization: graph optimisation level: disable, basic, extended, layout or all (default).
-            spinning: let intra-op threads spin while they wait for work inside a run (default True, as
-                onnxruntime's); they stop when the run returns (session.force_spinning_stop), so they do not take
-                the CPUs from what the caller runs between calls.
+            spinning: let idle intra-op threads spin rather than sleep (default True, as onnxruntime's).
+            stop_spinning: stop the spinning threads as soon as a run returns (session.force_spinning_stop), so
+                they take no CPU from what the caller does between runs; each run then wakes them again,
+                which costs milliseconds (default False).
             split_batch: run a batch of at least `threads` samples as `threads` slices at once, each through a
                 one-thread session (default True; CPU provider only).
             exporter: "dynamo" (default) or "legacy", as `archc export --onnx-exporter`.
@@ -133,9 +136,7 @@ class OrtModule(EngineModule):
         if cfg["inter_threads"]:
             so.inter_op_num_threads = cfg["inter_threads"]
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg["spinning"] else "0")
-        # spin while a run waits for its own threads, never after it: idle spinning threads would take the
-        # CPUs from whatever the caller runs next (torch's threads, another session)
-        so.add_session_config_entry("session.force_spinning_stop", "1")
+        so.add_session_config_entry("session.force_spinning_stop", "1" if cfg["stop_spinning"] else "0")
         return so
 
     def session(self, threads: int | None = None) -> Any:

@@ -116,6 +116,10 @@ def test_session_options() -> None:
     assert so.intra_op_num_threads == 1
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert so.get_session_config_entry("session.force_spinning_stop") == "0"  # onnxruntime's default
+    got.configure(stop_spinning=True)
+    assert got.session_options().get_session_config_entry("session.force_spinning_stop") == "1"
+    assert "stop_spinning=True" in repr(got)
     assert "optimization='disable'" in repr(got)
     base = ort.SessionOptions()
     base.enable_profiling = False

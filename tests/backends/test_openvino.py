@@ -100,6 +100,18 @@ def test_new_weights_recompile() -> None:
         assert (after - before).abs().max() > 1e-2
 
 
+def test_a_replaced_parameter_is_seen() -> None:
+    want, got = pair("openvino", RESNET20, SMALL20)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        got(x)
+        model = got.model()
+        owner = next(m for m in got.modules() if isinstance(getattr(m, "weight", None), torch.nn.Parameter))
+        owner.weight = torch.nn.Parameter(owner.weight * 2)  # a new tensor, not an in-place edit
+        got(x)
+        assert got.model() is not model
+
+
 def test_deepcopy_drops_the_compiled_models() -> None:
     want, got = pair("openvino", RESNET20, SMALL20)
     x = torch.randn(2, 3, 16, 16)
