@@ -8,10 +8,11 @@ Two choices set it apart from compiling the exported file once:
 
 * `static_shapes` (default on): one compiled model per batch size, with the batch dimension
   fixed. OpenVINO's CPU plugin plans memory and picks kernels for a static shape at compile
-  time; with the batch dimension dynamic it does that per call. ResNet-50 at batch 1 on the
-  2-core machine of BENCHMARKS.md: 1.07x and 1.09x the dynamic compiled model (medians of
-  paired rounds, 2026-12-01). The `max_shapes` most recently used are kept (each holds a
-  copy of the weights in the plugin's layout).
+  time; with the batch dimension dynamic it must plan them for shapes it does not know yet.
+  ResNet-50 at batch 1 on the 2-core machine of BENCHMARKS.md, one run of paired rounds
+  (2026-12-01): 1.09x onnxruntime with the batch fixed, 1.05x with it dynamic. The
+  `max_shapes` most recently used are kept (each holds a copy of the weights in the plugin's
+  layout).
 * `split_batch` (default on): a batch of at least `threads` samples runs as `threads` slices
   at once, each an asynchronous request on its own stream of one thread (NUM_STREAMS =
   threads), so no thread waits for another after every layer; smaller batches run one
