@@ -27,6 +27,11 @@ from archc.ir import Graph
 from archc.onnx_export import export_onnx, output_names
 
 EXAMPLE_BATCH = 2  # not 1: torch.export specialises a dimension whose example size is 1
+# split_batch pays off only when each slice has enough work to hide handing it to another thread:
+# ResNet-20 at 32x32, batch 8 (0.16 GMACs a slice) took 11.4 ms split against 6.7 whole in onnxruntime,
+# MobileNetV2 at 64x64, batch 8 (0.10) 12.1 against 8.3; at 128x128 (0.40) 19.4 against 21.4, and
+# ResNet-50 at 224x224, batch 8 (16) gained 1.06x (2026-12-01, 2 threads; BENCHMARKS.md).
+MIN_SLICE_MACS = 0.3e9
 # Ops that compute something else in training than in inference (batch statistics): a graph
 # that still has one after its passes was not built for inference (mode="eval" folds them all).
 TRAINING_OPS = ("bn", "bn_act")
@@ -97,6 +102,7 @@ class EngineModule(nn.Module):
         self.outputs = output_names(graph)
         self.output_keys = list(graph.output_names)
         self.graph_name = graph.name
+        self.sample_macs = graph.macs()  # multiply-adds per sample, for split_batch
         self.options = self.check_options({})
         self.configure(**options)
 
@@ -123,6 +129,20 @@ class EngineModule(nn.Module):
     def threads(self) -> int:
         """The engine's threads: the `threads` option, or torch's thread count."""
         return self.options["threads"] or torch.get_num_threads()
+
+    def split_parts(self, batch: int) -> int:
+        """How many slices forward() runs a batch of `batch` in: threads() when split_batch applies, else 1.
+
+        It applies when the option is on, the engine runs on the CPU (`_cpu_only`), there are at least two
+        threads and as many samples, and each slice holds at least MIN_SLICE_MACS multiply-adds.
+        """
+        n = self.threads()
+        if not (self.options["split_batch"] and self._cpu_only() and n > 1 and batch >= n):
+            return 1
+        return n if self.sample_macs * (batch // n) >= MIN_SLICE_MACS else 1
+
+    def _cpu_only(self) -> bool:
+        return True
 
     def _transient(self) -> dict[str, Any]:
         """Fresh values for the TRANSIENT attributes (copies: no two modules share a cache)."""

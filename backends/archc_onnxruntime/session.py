@@ -168,11 +168,8 @@ class OrtModule(EngineModule):
                 self.__dict__["_model"] = None
         return sessions[threads]
 
-    def _split(self, batch: int) -> int:
-        """How many slices forward() runs a batch in: threads() when split_batch applies, else 1."""
-        n = self.threads()
-        cpu_only = self.options["providers"] == ("CPUExecutionProvider",)
-        return n if self.options["split_batch"] and cpu_only and n > 1 and batch >= n else 1
+    def _cpu_only(self) -> bool:
+        return self.options["providers"] == ("CPUExecutionProvider",)
 
     def _run_split(self, arr: np.ndarray, parts: int) -> list[np.ndarray]:
         sess = self.session(1)
@@ -189,6 +186,6 @@ class OrtModule(EngineModule):
     def forward(self, x: torch.Tensor) -> Any:
         """Run the session on `x` (N x input shape); outputs as the torch backend returns them, on x's device."""
         arr = self.input_array(x)
-        parts = self._split(arr.shape[0])
+        parts = self.split_parts(arr.shape[0])
         outs = self._run_split(arr, parts) if parts > 1 else self.session().run(self.outputs, {"input": arr})
         return self.pack_outputs(outs, x)

@@ -162,10 +162,8 @@ class OvModule(EngineModule):
         cache.move_to_end(key)
         return cache[key]
 
-    def _split(self, batch: int) -> int:
-        """How many slices forward() runs a batch in: threads() when split_batch applies, else 1."""
-        n = self.threads()
-        return n if self.options["split_batch"] and n > 1 and batch >= n else 1
+    def _cpu_only(self) -> bool:
+        return self.options["device"] == "CPU"
 
     def _outputs(self, request: Any) -> list[np.ndarray]:
         # copies: the request's output buffers are reused by its next inference
@@ -177,7 +175,7 @@ class OvModule(EngineModule):
         if self.__dict__["_lock"] is None:
             self.__dict__["_lock"] = threading.Lock()
         with self.__dict__["_lock"]:
-            parts = self._split(arr.shape[0])
+            parts = self.split_parts(arr.shape[0])
             if parts == 1:
                 _, (request,) = self.compiled(arr.shape[0])
                 request.infer({0: arr})

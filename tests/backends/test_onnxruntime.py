@@ -14,6 +14,7 @@ import torch
 from click.testing import CliRunner
 
 import archc
+from archc import engine_module
 from archc.backend import available, get_backend
 from archc.cli import main
 from archc.errors import BackendError
@@ -75,8 +76,9 @@ def test_new_weights_rebuild_the_session() -> None:
         assert_close(got(x), want(x))
 
 
-def test_split_batch() -> None:
+def test_split_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch of at least `threads` samples runs in slices through a one-thread session; a smaller one does not."""
+    monkeypatch.setattr(engine_module, "MIN_SLICE_MACS", 0)  # these test nets are far below the real threshold
     overrides = {"input_size": "3x16x16"}
     detector = SPECS / "detection" / "faster_rcnn_small_c4.arch"
     want, got = pair("onnxruntime", detector, {"input_size": "3x64x64"}, threads=2)
@@ -100,6 +102,18 @@ def test_split_batch() -> None:
         assert got.session(3).get_session_options().intra_op_num_threads == 3  # exported again
         assert_close(got(x), want(x))
     assert "split_batch=False" in repr(pair("onnxruntime", RESNET20, overrides, split_batch=False)[1])
+
+
+def test_no_split_below_the_work_threshold() -> None:
+    """A slice with less work than MIN_SLICE_MACS is not worth a thread: the batch runs whole."""
+    _, got = pair("onnxruntime", RESNET20, {"input_size": "3x16x16"}, threads=2)
+    per_slice = got.sample_macs * 4
+    assert per_slice < engine_module.MIN_SLICE_MACS
+    assert got.split_parts(8) == 1 and got.split_parts(1) == 1
+    big = int(engine_module.MIN_SLICE_MACS // got.sample_macs + 1) * 2
+    assert got.split_parts(big) == 2  # enough samples: each slice has the work
+    got.configure(providers="CPUExecutionProvider", split_batch=False)
+    assert got.split_parts(big) == 1
 
 
 def test_session_options() -> None:
