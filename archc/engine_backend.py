@@ -4,11 +4,13 @@ Such a backend lowers an eval graph by building the torch backend's eager-ops mo
 and wrapping that in an `archc.engine_module.EngineModule` subclass, which exports the
 network to ONNX and runs it with the engine. This module holds the parts that do not need
 torch (a plugin's package is imported by `archc backends` just to list it): the option
-checks every engine backend makes, the package check, the runner script, and lower().
+checks every engine backend makes, the refusal of train-mode graphs, the package check, the
+runner script, and lower().
 """
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,36 @@ def _pack(got):
 '''
 
 
+# Ops that compute something else in training than in inference (batch statistics): a graph
+# that still has one after its passes was not built for inference (mode="eval" folds them all).
+TRAINING_OPS = ("bn", "bn_act")
+
+
+def refuse_training(graph: Graph, backend: str) -> None:
+    """Refuse a graph that was not built for inference, naming the first layer that trains differently.
+
+    The eval pipeline folds every BN that follows a conv it alone reads, and makes no bn_act; a BN
+    after an add or a concat (DenseNet's, a pre-activation unit's) cannot be folded and runs with its
+    running statistics in inference, as ONNX's BatchNormalization does. So a bn_act, or a BN that
+    fold_bn would have folded, means the graph came from the train pipeline (or none).
+
+    Raises:
+        BackendError: naming the layer and where the spec gave it (as the torch backend's errors do).
+    """
+    for n in graph.nodes():
+        foldable = False
+        if n.op == "bn":
+            src = graph.node(n.inputs[0])
+            foldable = src.op == "conv" and graph.users(src.name) == [n.name] and src.name not in graph.outputs
+        if n.op in TRAINING_OPS and (n.op != "bn" or foldable):
+            raise BackendError(
+                f"the {backend} backend runs inference only, and layer '{n.name}' ({n.op}, at {n.loc}) is a "
+                "batch norm that uses batch statistics in training",
+                hint="compile with mode='eval' (archc build --mode eval), which folds every BN into its conv; "
+                "use backend='torch' to train",
+            )
+
+
 def check_engine_options(
     backend: str, options: dict[str, Any], defaults: dict[str, Any], counts: tuple[str, ...] = ("threads",)
 ) -> dict[str, Any]:
@@ -77,13 +109,13 @@ def check_engine_options(
     return cfg
 
 
-class EngineBackend:
+class EngineBackend(abc.ABC):
     """Lower an eval graph to an nn.Module that runs an inference engine on archc's ONNX export.
 
     A subclass sets `name` (the entry point's name, also the engine's package), `product` (its name in
     prose), `version`, `install` (the pip command), `runner_imports` and `runner` (the runner script's
     imports, and its `load()` after RUNNER_HEAD; both formatted with `archc.onnx_export.runner_fields`),
-    and `module()`.
+    and `module()`, which returns its EngineModule subclass.
     """
 
     name = "engine"
@@ -93,9 +125,9 @@ class EngineBackend:
     runner_imports = ""
     runner = ""
 
-    def module(self) -> tuple[Any, Any]:
-        """(check_options, the EngineModule subclass), imported when lower() needs them (they import torch)."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def module(self) -> Any:
+        """The backend's EngineModule subclass, imported when lower() needs it (it imports torch)."""
 
     def available(self) -> str | None:
         """None when lower() can run here; otherwise the missing packages."""
@@ -119,14 +151,12 @@ class EngineBackend:
         Raises:
             BackendError: a missing package, a graph with training-mode BN, a bad option, a reserved layer name.
         """
-        check_options, module_class = self.module()
-        cfg = check_options(options)
+        module_class = self.module()
+        cfg = module_class.check_options(options)
         missing = missing_packages(self.name, cfg["exporter"])
         if missing:
             alt = "; or exporter='legacy', which needs no onnxscript" if missing == ["onnxscript"] else ""
             raise BackendError(f"the {self.name} backend needs {', '.join(missing)}", hint=self.install + alt)
-        from archc.engine_module import refuse_training
-
         refuse_training(graph, self.name)
         net = get_backend("torch").exportable(graph, origin)
         return module_class(net, graph, **options)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from archc.engine_backend import check_engine_options
 from archc.errors import BackendError
 from archc.ir import Graph
 from archc.onnx_export import export_onnx, output_names
@@ -32,43 +33,15 @@ EXAMPLE_BATCH = 2  # not 1: torch.export specialises a dimension whose example s
 # MobileNetV2 at 64x64, batch 8 (0.10) 12.1 against 8.3; at 128x128 (0.40) 19.4 against 21.4, and
 # ResNet-50 at 224x224, batch 8 (16) gained 1.06x (2026-12-01, 2 threads; BENCHMARKS.md).
 MIN_SLICE_MACS = 0.3e9
-# Ops that compute something else in training than in inference (batch statistics): a graph
-# that still has one after its passes was not built for inference (mode="eval" folds them all).
-TRAINING_OPS = ("bn", "bn_act")
-
-
-def refuse_training(graph: Graph, backend: str) -> None:
-    """Refuse a graph that was not built for inference, naming the first layer that trains differently.
-
-    The eval pipeline folds every BN that follows a conv it alone reads, and makes no bn_act; a BN
-    after an add or a concat (DenseNet's, a pre-activation unit's) cannot be folded and runs with its
-    running statistics in inference, as ONNX's BatchNormalization does. So a bn_act, or a BN that
-    fold_bn would have folded, means the graph came from the train pipeline (or none).
-
-    Raises:
-        BackendError: naming the layer and where the spec gave it (as the torch backend's errors do).
-    """
-    for n in graph.nodes():
-        foldable = False
-        if n.op == "bn":
-            src = graph.node(n.inputs[0])
-            foldable = src.op == "conv" and graph.users(src.name) == [n.name] and src.name not in graph.outputs
-        if n.op in TRAINING_OPS and (n.op != "bn" or foldable):
-            raise BackendError(
-                f"the {backend} backend runs inference only, and layer '{n.name}' ({n.op}, at {n.loc}) is a "
-                "batch norm that uses batch statistics in training",
-                hint="compile with mode='eval' (archc build --mode eval), which folds every BN into its conv; "
-                "use backend='torch' to train",
-            )
 
 
 class EngineModule(nn.Module):
     """An eval-graph network run by an inference engine from its ONNX export: torch tensors in and out.
 
     Subclasses set `engine` (the backend's name, for messages), `DEFAULTS` (every option, with at least
-    `threads`, `opset` and `exporter`), `check_options` (a staticmethod: options -> the full set, or a
-    BackendError) and `TRANSIENT` (attributes that hold engine objects: reset by `_drop_engines`, not
-    pickled).
+    `threads`, `split_batch`, `opset` and `exporter`), `COUNTS` (the options that are a thread count or
+    another positive int), and `TRANSIENT` (attributes that hold engine objects: reset by `_drop_engines`,
+    not pickled); they check their own options' values in `_check_values`.
 
     Args:
         net: the torch backend's eager-ops module for `graph` (its layers become this module's).
@@ -77,13 +50,24 @@ class EngineModule(nn.Module):
     """
 
     engine = "an inference engine"
-    DEFAULTS: dict[str, Any] = {}
+    DEFAULTS: dict[str, Any] = {"threads": None, "split_batch": True, "exporter": "dynamo", "opset": None}
+    COUNTS: tuple[str, ...] = ("threads",)
     HIDDEN: tuple[str, ...] = ()  # options extra_repr leaves out (objects without a useful repr)
     TRANSIENT: dict[str, Any] = {}
 
-    @staticmethod
-    def check_options(options: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Validate options against DEFAULTS; return the full set.
+
+        Raises:
+            BackendError: an unknown option or a bad value.
+        """
+        return cls._check_values(check_engine_options(cls.engine, options, cls.DEFAULTS, cls.COUNTS))
+
+    @classmethod
+    def _check_values(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The backend's own checks and normalisations of a full option set (none here)."""
+        return cfg
 
     def __init__(self, net: nn.Module, graph: Graph, **options: Any) -> None:
         super().__init__()

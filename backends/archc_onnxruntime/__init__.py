@@ -44,8 +44,8 @@ class OnnxRuntimeBackend(EngineBackend):
     runner_imports = RUNNER_IMPORTS
     runner = SOURCE
 
-    def module(self) -> tuple[Any, Any]:
-        """(check_options, OrtModule): see `archc_onnxruntime.session`."""
-        from archc_onnxruntime.session import OrtModule, check_options
+    def module(self) -> Any:
+        """OrtModule: see `archc_onnxruntime.session`."""
+        from archc_onnxruntime.session import OrtModule
 
-        return check_options, OrtModule
+        return OrtModule

@@ -1,19 +1,16 @@
-"""OrtModule: the torch backend's parameters in an nn.Module whose forward runs an onnxruntime session.
+"""OrtModule: an EngineModule (archc.engine_module) whose engine is an onnxruntime InferenceSession.
 
-The module holds the eval graph's layers as the torch backend builds them in eager ops
-(`TorchBackend.exportable`), so its state_dict keys are the torch backend's and archc loads
-weights into it as into any backend's module. On the first call, and again after any
-parameter or buffer changed (a `load_state_dict`, an in-place edit: each tensor's version
-counter moves), it exports those layers to ONNX with archc's exporter (`archc.onnx_export`,
-the one `archc export` uses) and builds an InferenceSession from the file.
+The base class holds the torch backend's layers and exports them to ONNX on the first call and
+after any change of weights; here the export becomes an InferenceSession (one per intra-op
+thread count forward() needs).
 
-A batch of at least `threads` samples is split into `threads` slices run at once, one per
-Python thread, through a session with one intra-op thread (`split_batch`): each thread
-then runs whole layers without waiting for the others after every op. On ResNet-50 at
-batch 8 on a shared 2-core machine that measured 1.05x and 1.09x one session with two
-intra-op threads (medians of paired rounds; 0.99x in a third run: BENCHMARKS.md, issue 13).
-Smaller batches use the multi-thread session. onnxruntime releases the GIL while it runs,
-and a session may run concurrently.
+A batch that `split_parts` splits (at least `threads` samples, each slice worth
+`MIN_SLICE_MACS`) runs as `threads` slices at once, one per Python thread, through a session
+with one intra-op thread (`split_batch`): each thread then runs whole layers without waiting
+for the others after every op. On ResNet-50 at batch 8 on a shared 2-core machine that
+measured 1.05x and 1.09x one session with two intra-op threads (medians of paired rounds;
+0.99x in a third run: BENCHMARKS.md, issue 13). Other batches use the multi-thread session.
+onnxruntime releases the GIL while it runs, and a session may run concurrently.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from archc.engine_backend import check_engine_options
 from archc.engine_module import EngineModule
 from archc.errors import BackendError
 
@@ -57,26 +53,6 @@ def _level(name: str) -> Any:
     }[name]
 
 
-def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Validate session options against DEFAULTS; return the full set.
-
-    Raises:
-        BackendError: an unknown option or a bad value.
-    """
-    cfg = check_engine_options("onnxruntime", options, DEFAULTS, counts=("threads", "inter_threads"))
-    if cfg["optimization"] not in OPTIMIZATION:
-        raise BackendError(
-            f"onnxruntime option optimization={cfg['optimization']!r} is not a level",
-            hint=f"levels: {', '.join(OPTIMIZATION)}",
-        )
-    if isinstance(cfg["providers"], str):
-        cfg["providers"] = (cfg["providers"],)
-    cfg["providers"] = tuple(cfg["providers"])
-    cfg["spinning"] = bool(cfg["spinning"])
-    cfg["stop_spinning"] = bool(cfg["stop_spinning"])
-    return cfg
-
-
 class OrtModule(EngineModule):
     """An eval-graph network run by onnxruntime: torch tensors in and out, any batch size.
 
@@ -95,8 +71,22 @@ class OrtModule(EngineModule):
     }
 
     DEFAULTS = DEFAULTS
+    COUNTS = ("threads", "inter_threads")
     HIDDEN = ("session_options",)
-    check_options = staticmethod(check_options)
+
+    @classmethod
+    def _check_values(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        if cfg["optimization"] not in OPTIMIZATION:
+            raise BackendError(
+                f"onnxruntime option optimization={cfg['optimization']!r} is not a level",
+                hint=f"levels: {', '.join(OPTIMIZATION)}",
+            )
+        if isinstance(cfg["providers"], str):
+            cfg["providers"] = (cfg["providers"],)
+        cfg["providers"] = tuple(cfg["providers"])
+        cfg["spinning"] = bool(cfg["spinning"])
+        cfg["stop_spinning"] = bool(cfg["stop_spinning"])
+        return cfg
 
     def configure(self, **options: Any) -> None:
         """Change session options; the session is rebuilt on the next call.

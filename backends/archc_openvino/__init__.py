@@ -49,8 +49,8 @@ class OpenVinoBackend(EngineBackend):
     runner_imports = RUNNER_IMPORTS
     runner = SOURCE
 
-    def module(self) -> tuple[Any, Any]:
-        """(check_options, OvModule): see `archc_openvino.compiled`."""
-        from archc_openvino.compiled import OvModule, check_options
+    def module(self) -> Any:
+        """OvModule: see `archc_openvino.compiled`."""
+        from archc_openvino.compiled import OvModule
 
-        return check_options, OvModule
+        return OvModule

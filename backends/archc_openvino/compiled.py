@@ -13,10 +13,11 @@ Two choices set it apart from compiling the exported file once:
   (2026-12-01): 1.09x onnxruntime with the batch fixed, 1.05x with it dynamic. The
   `max_shapes` most recently used are kept (each holds a copy of the weights in the plugin's
   layout).
-* `split_batch` (default on): a batch of at least `threads` samples runs as `threads` slices
-  at once, each an asynchronous request on its own stream of one thread (NUM_STREAMS =
-  threads), so no thread waits for another after every layer; smaller batches run one
-  request with every thread (the LATENCY hint).
+* `split_batch` (default on): a batch that `split_parts` splits (at least `threads` samples,
+  each slice worth `MIN_SLICE_MACS`) runs as `threads` slices at once, each an asynchronous
+  request on its own stream of one thread (NUM_STREAMS = threads), so no thread waits for
+  another after every layer; other batches run one request with every thread (the LATENCY
+  hint).
 
 The compiled precision is float32 (`precision="f32"`): on CPUs with bf16 or fp16 units the
 plugin would otherwise lower precision by itself, and outputs would move past archc's 1e-4.
@@ -31,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from archc.engine_backend import check_engine_options
 from archc.engine_module import EngineModule
 from archc.errors import BackendError
 
@@ -47,31 +47,6 @@ DEFAULTS: dict[str, Any] = {
     "opset": None,
     "config": None,
 }
-
-
-def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Validate options against DEFAULTS; return the full set.
-
-    Raises:
-        BackendError: an unknown option or a bad value.
-    """
-    cfg = check_engine_options("openvino", options, DEFAULTS)
-    if not isinstance(cfg["max_shapes"], int) or isinstance(cfg["max_shapes"], bool) or cfg["max_shapes"] < 1:
-        raise BackendError(f"openvino option max_shapes={cfg['max_shapes']!r}: give a positive int")
-    if cfg["precision"] not in PRECISIONS:
-        raise BackendError(
-            f"openvino option precision={cfg['precision']!r} is not a precision",
-            hint=f"precisions: {', '.join(PRECISIONS)} (auto: the plugin's choice, which may be below float32)",
-        )
-    if cfg["config"] is not None and not isinstance(cfg["config"], dict):
-        raise BackendError(
-            f"openvino option config={cfg['config']!r}: give a dict of OpenVINO properties",
-            hint='e.g. {"ENABLE_CPU_PINNING": True}',
-        )
-    if not isinstance(cfg["device"], str) or not cfg["device"]:
-        raise BackendError(f"openvino option device={cfg['device']!r}: give an OpenVINO device name such as 'CPU'")
-    cfg["static_shapes"] = bool(cfg["static_shapes"])
-    return cfg
 
 
 class OvModule(EngineModule):
@@ -92,7 +67,27 @@ class OvModule(EngineModule):
     }
 
     DEFAULTS = DEFAULTS
-    check_options = staticmethod(check_options)
+
+    @classmethod
+    def _check_values(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        # not in COUNTS: it has no None default
+        shapes = cfg["max_shapes"]
+        if not isinstance(shapes, int) or isinstance(shapes, bool) or shapes < 1:
+            raise BackendError(f"openvino option max_shapes={shapes!r}: give a positive int")
+        if cfg["precision"] not in PRECISIONS:
+            raise BackendError(
+                f"openvino option precision={cfg['precision']!r} is not a precision",
+                hint=f"precisions: {', '.join(PRECISIONS)} (auto: the plugin's choice, which may be below float32)",
+            )
+        if cfg["config"] is not None and not isinstance(cfg["config"], dict):
+            raise BackendError(
+                f"openvino option config={cfg['config']!r}: give a dict of OpenVINO properties",
+                hint='e.g. {"ENABLE_CPU_PINNING": True}',
+            )
+        if not isinstance(cfg["device"], str) or not cfg["device"]:
+            raise BackendError(f"openvino option device={cfg['device']!r}: give an OpenVINO device name such as 'CPU'")
+        cfg["static_shapes"] = bool(cfg["static_shapes"])
+        return cfg
 
     def configure(self, **options: Any) -> None:
         """Change options; the model is compiled again on the next call.

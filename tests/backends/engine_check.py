@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
 
 import archc
 from archc.bench.reference import randomise
+from archc.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"
@@ -129,3 +134,38 @@ def check_every_spec(backend: str, spec: Path, batches: tuple[int, ...] = (2, 1,
             assert_close(got(x), want(x))
     if spec.parent.name == "detection":  # taps: the net returns a dict {res4, head}
         assert isinstance(want(x), dict) and list(want(x)) == ["res4", "head"]
+
+
+def check_build_writes_a_runner(backend: str, tmp_path: Path, loads: tuple[dict, ...]) -> None:
+    """`archc build --backend BACKEND -o` writes NAME.onnx, the runner NAME.py and the weights beside them.
+
+    The runner runs the written ONNX file, and `load(**kwargs)` for each of `loads` computes what the torch
+    backend computes with the written weights.
+    """
+    out = tmp_path / "out"
+    args = ["build", str(RESNET20), "--backend", backend, "--mode", "eval", "--set", "input_size=3x16x16"]
+    r = CliRunner().invoke(main, [*args, "-o", str(out), "--init"])
+    assert r.exit_code == 0, r.output
+    assert f"backend {backend}" in r.output
+    for name in ("resnet20.onnx", "resnet20.py", "resnet20.safetensors"):
+        assert (out / name).is_file(), name
+    from safetensors.torch import load_file
+
+    want = archc.compile(RESNET20, mode="eval", overrides={"input_size": "3x16x16"})
+    want.load_state_dict(load_file(str(out / "resnet20.safetensors")))
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        expected = want(torch.from_numpy(x)).numpy()
+    for kwargs in loads:
+        run = runpy.run_path(str(out / "resnet20.py"))["load"](**kwargs)
+        np.testing.assert_allclose(run(x), expected, atol=TOL, rtol=0)
+
+
+def check_bench_beside_torch(backend: str) -> None:
+    """`archc bench --backend torch,BACKEND` measures both, and both outputs agree with the interpreter's."""
+    args = ["bench", str(RESNET20), "--backend", f"torch,{backend}", "--mode", "eval", "--batch", "2"]
+    r = CliRunner().invoke(main, [*args, "--iters", "2", "--warmup", "0", "--set", "input_size=3x16x16", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {c["name"]: c for c in json.loads(r.stdout)["candidates"]}
+    for name in ("archc[torch]", f"archc[{backend}]"):
+        assert rows[name]["status"] == "ok" and rows[name]["output_close"], rows[name]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import runpy
 from pathlib import Path
 
-import numpy as np
 import onnx  # noqa: F401  (test dependencies: a missing one must fail, not skip)
 import onnxruntime  # noqa: F401
 import pytest
@@ -19,7 +17,17 @@ from archc.backend import available, get_backend
 from archc.cli import main
 from archc.errors import BackendError
 
-from .engine_check import RESNET20, SPECS, TOL, assert_close, check_every_spec, pair, random_state, specs
+from .engine_check import (
+    RESNET20,
+    SPECS,
+    assert_close,
+    check_bench_beside_torch,
+    check_build_writes_a_runner,
+    check_every_spec,
+    pair,
+    random_state,
+    specs,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter
 
@@ -194,36 +202,7 @@ def test_missing_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_build_writes_onnx_and_a_runner(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    r = CliRunner().invoke(
-        main,
-        [
-            "build",
-            str(RESNET20),
-            "--backend",
-            "onnxruntime",
-            "--mode",
-            "eval",
-            "--set",
-            "input_size=3x16x16",
-            "-o",
-            str(out),
-            "--init",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    assert "backend onnxruntime" in r.output
-    for name in ("resnet20.onnx", "resnet20.py", "resnet20.safetensors"):
-        assert (out / name).is_file(), name
-    # the written runner runs the written ONNX file; it holds the weights written beside it
-    from safetensors.torch import load_file
-
-    want = archc.compile(RESNET20, mode="eval", overrides={"input_size": "3x16x16"})
-    want.load_state_dict(load_file(str(out / "resnet20.safetensors")))
-    run = runpy.run_path(str(out / "resnet20.py"))["load"](threads=1)
-    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
-    with torch.no_grad():
-        np.testing.assert_allclose(run(x), want(torch.from_numpy(x)).numpy(), atol=TOL, rtol=0)
+    check_build_writes_a_runner("onnxruntime", tmp_path, ({"threads": 1},))
 
 
 def test_build_in_train_mode_fails_cleanly() -> None:
@@ -234,29 +213,4 @@ def test_build_in_train_mode_fails_cleanly() -> None:
 
 @pytest.mark.slow
 def test_bench_torch_and_onnxruntime() -> None:
-    import json
-
-    r = CliRunner().invoke(
-        main,
-        [
-            "bench",
-            str(RESNET20),
-            "--backend",
-            "torch,onnxruntime",
-            "--mode",
-            "eval",
-            "--batch",
-            "2",
-            "--iters",
-            "2",
-            "--warmup",
-            "0",
-            "--set",
-            "input_size=3x16x16",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    rows = {c["name"]: c for c in json.loads(r.stdout)["candidates"]}
-    for name in ("archc[torch]", "archc[onnxruntime]"):
-        assert rows[name]["status"] == "ok" and rows[name]["output_close"], rows[name]
+    check_bench_beside_torch("onnxruntime")

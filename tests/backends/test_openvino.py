@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import runpy
 from pathlib import Path
 
-import numpy as np
 import openvino  # noqa: F401  (a test dependency: a missing one must fail, not skip)
 import pytest
 import torch
-from click.testing import CliRunner
 
 import archc
 from archc import engine_module
 from archc.backend import available, get_backend
-from archc.cli import main
 from archc.errors import BackendError
 
-from .engine_check import RESNET20, TOL, assert_close, check_every_spec, pair, random_state, specs
+from .engine_check import (
+    RESNET20,
+    assert_close,
+    check_bench_beside_torch,
+    check_build_writes_a_runner,
+    check_every_spec,
+    pair,
+    random_state,
+    specs,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter
 SMALL20 = {"input_size": "3x16x16"}
@@ -170,32 +175,10 @@ def test_missing_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_build_writes_onnx_and_a_runner(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    args = ["build", str(RESNET20), "--backend", "openvino", "--mode", "eval", "--set", "input_size=3x16x16"]
-    r = CliRunner().invoke(main, [*args, "-o", str(out), "--init"])
-    assert r.exit_code == 0, r.output
-    assert "backend openvino" in r.output
-    for name in ("resnet20.onnx", "resnet20.py", "resnet20.safetensors"):
-        assert (out / name).is_file(), name
-    from safetensors.torch import load_file
-
-    want = archc.compile(RESNET20, mode="eval", overrides=SMALL20)
-    want.load_state_dict(load_file(str(out / "resnet20.safetensors")))
-    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
-    with torch.no_grad():
-        expected = want(torch.from_numpy(x)).numpy()
-    for kwargs in ({"threads": 1}, {"batch": 2}):  # the batch dimension dynamic, then fixed
-        run = runpy.run_path(str(out / "resnet20.py"))["load"](**kwargs)
-        np.testing.assert_allclose(run(x), expected, atol=TOL, rtol=0)
+    # the batch dimension dynamic, then fixed
+    check_build_writes_a_runner("openvino", tmp_path, ({"threads": 1}, {"batch": 2}))
 
 
 @pytest.mark.slow
 def test_bench_torch_and_openvino() -> None:
-    import json
-
-    args = ["bench", str(RESNET20), "--backend", "torch,openvino", "--mode", "eval", "--batch", "2"]
-    r = CliRunner().invoke(main, [*args, "--iters", "2", "--warmup", "0", "--set", "input_size=3x16x16", "--json"])
-    assert r.exit_code == 0, r.output
-    rows = {c["name"]: c for c in json.loads(r.stdout)["candidates"]}
-    for name in ("archc[torch]", "archc[openvino]"):
-        assert rows[name]["status"] == "ok" and rows[name]["output_close"], rows[name]
+    check_bench_beside_torch("openvino")
